@@ -1,0 +1,236 @@
+"""The `ulbench` command: fid, ref, eval, compare, ls, train, flops (see `ulbench COMMAND --help`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import click
+
+USER_ERRORS = (ValueError, FileNotFoundError, KeyError, RuntimeError)
+
+
+class Group(click.Group):
+    """Turns user errors into one clear line on stderr and exit code 2 (no traceback)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except USER_ERRORS as e:
+            msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+            click.echo(f"error: {msg}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """ulbench: is this latent space better? Metrics with provenance for diffusion latent spaces."""
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def _detector(name: str, weights: str | None):
+    from ulbench.metrics.features import build_detector
+
+    return build_detector(name, weights)
+
+
+def _print_rows(rows) -> None:
+    for r in rows:
+        se = f" ± {r.stderr:.4g}" if r.stderr is not None else ""
+        warn = f"  ! {'; '.join(r.warnings)}" if r.warnings else ""
+        click.echo(f"{r.system:>18}  {r.label or r.metric:<34} {r.value:.6g}{se}  (n={r.n}){warn}")
+
+
+DETECTOR_OPT = click.option("--detector", default="inception-v3-compat", show_default=True,
+                            help="inception-v3-compat | clean-fid | proxy (proxy is NOT FID and is labelled so)")
+WEIGHTS_OPT = click.option("--weights", default=None, help="Inception weights file (else $ULBENCH_WEIGHTS_DIR).")
+
+
+@main.command("fid")
+@click.argument("dir_a")
+@click.argument("dir_b")
+@DETECTOR_OPT
+@WEIGHTS_OPT
+@click.option("--kid", is_flag=True, help="Also compute KID (needs two folders).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--resolution", default=None, type=int, help="ADM centre-crop both sets to this size first.")
+def fid_cmd(dir_a, dir_b, detector, weights, kid, as_json, batch_size, resolution):
+    """FID (and KID) between two image folders, or a folder and a reference .npz (mu, sigma).
+
+    \b
+    Examples:
+      ulbench fid samples/ refs/ --weights weights-inception-2015-12-05-6726825d.pth --kid
+      ulbench fid samples/ VIRTUAL_imagenet512.npz --json
+      ulbench fid a/ b/ --detector proxy        # offline: labelled proxy, not FID
+    """
+    from ulbench.data.folder import ImageFolderDataset
+    from ulbench.evaluation import dataset_features, fid_between, run_provenance
+    from ulbench.metrics.frechet import stats_from_npz
+
+    det = _detector(detector, weights)
+    data_a = ImageFolderDataset(dir_a, split="all", resolution=resolution)
+    feats_a = dataset_features(data_a, det, batch_size)
+    if dir_b.endswith(".npz"):
+        mu, sigma = stats_from_npz(dir_b)
+        with __import__("numpy").load(dir_b) as z:
+            n_b = int(z["n"]) if "n" in z.files else -1
+        out = fid_between(feats_a, (mu, sigma, n_b), kid=kid)
+    else:
+        data_b = ImageFolderDataset(dir_b, split="all", resolution=resolution)
+        out = fid_between(feats_a, dataset_features(data_b, det, batch_size), kid=kid)
+    out["metric"] = "fid[proxy]" if det.is_proxy else "fid"
+    out["provenance"] = run_provenance({"a": dir_a, "b": dir_b, "resolution": resolution}, det.provenance())
+    if as_json:
+        click.echo(json.dumps(out, sort_keys=True))
+        return
+    label = "FID [proxy: not FID]" if det.is_proxy else "FID"
+    click.echo(f"{label}: {out['fid']:.6f}  (n_a={out['n_a']}, n_b={out['n_b']}, detector={det.name})")
+    if kid:
+        click.echo(f"KID: {out['kid']:.6g} ± {out['kid_std']:.3g} (subset size {out['kid_subset_size']})")
+    for w in out["warnings"]:
+        click.echo(f"warning: {w}", err=True)
+
+
+DATA_OPTS = [
+    click.option("--data", default="embedded", show_default=True, help="embedded | embedded-textures | folder:DIR"),
+    click.option("--split", default="eval", show_default=True),
+    click.option("--resolution", default=32, show_default=True, type=int),
+    click.option("--skip-bad", is_flag=True, help="Count and skip unreadable images (recorded in results)."),
+    click.option("--limit", default=None, type=int, help="Use only the first N images."),
+]
+
+
+def data_options(f):
+    for opt in reversed(DATA_OPTS):
+        f = opt(f)
+    return f
+
+
+def _dataset(data, split, resolution, skip_bad, limit):
+    from ulbench.data import load_dataset
+    from ulbench.data.base import Subset
+
+    ds = load_dataset(data, split=split, resolution=resolution, skip_bad=skip_bad)
+    return Subset(ds, limit) if limit else ds
+
+
+@main.command("ref")
+@data_options
+@DETECTOR_OPT
+@WEIGHTS_OPT
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--cache-dir", default=None, help="Default: $ULBENCH_CACHE/ref or ~/.cache/ulbench/ref")
+def ref_cmd(data, split, resolution, skip_bad, limit, detector, weights, batch_size, cache_dir):
+    """Compute and cache reference statistics (mu, sigma, n) of a dataset split.
+
+    \b
+    The file name holds dataset, split, resolution, detector, weights hash, resize and n:
+      ulbench ref --data embedded --split train --detector proxy
+      ulbench ref --data folder:/data/imagenet --split train --resolution 512
+    """
+    from ulbench.evaluation import dataset_features, ref_cache_dir, ref_name, stats_of
+    from ulbench.results import atomic_write_text
+
+    ds = _dataset(data, split, resolution, skip_bad, limit)
+    det = _detector(detector, weights)
+    feats = dataset_features(ds, det, batch_size, progress=True)
+    mu, sigma = stats_of(feats).mean_cov()
+    name = ref_name(ds.info(), det.provenance(), len(feats))
+    out_dir = Path(cache_dir) if cache_dir else ref_cache_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez(buf, mu=mu, sigma=sigma, n=np.array(len(feats)))
+    tmp = out_dir / f".{name}.npz.tmp"
+    tmp.write_bytes(buf.getvalue())
+    tmp.replace(out_dir / f"{name}.npz")
+    atomic_write_text(out_dir / f"{name}.json", json.dumps({"dataset": ds.info(), **det.provenance(),
+                                                             "n": len(feats)}, indent=1, sort_keys=True))
+    click.echo(str(out_dir / f"{name}.npz"))
+
+
+@main.command("eval")
+@click.option("--space", required=True, help="pixel | jpeg-qN | ul:RUN_DIR | sd-vae-ft-mse[:DIR] | sd-vae-tiny:RUN")
+@data_options
+@click.option("--metrics", default="rfid,psnr,ssim,bpp", show_default=True,
+              help="Comma list of: rfid, kid, psnr, ssim, lpips, bpp.")
+@DETECTOR_OPT
+@WEIGHTS_OPT
+@click.option("--lpips-backbone", default="pretrained", show_default=True, help="pretrained | random (not LPIPS)")
+@click.option("--lpips-weights", default=None, help="AlexNet trunk file for LPIPS.")
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", default=None, help="Directory: rows are appended to OUT/results.jsonl.")
+@click.option("--json", "as_json", is_flag=True, help="Print rows as JSON lines.")
+def eval_cmd(space, data, split, resolution, skip_bad, limit, metrics, detector, weights, lpips_backbone,
+             lpips_weights, batch_size, seed, out, as_json):
+    """Reconstruct a dataset through a latent space and measure it; rows carry full provenance.
+
+    \b
+    Examples:
+      ulbench eval --space jpeg-q50 --data embedded --metrics rfid,kid,psnr,ssim,bpp --detector proxy
+      ulbench eval --space ul:runs/ul-tiny --metrics rfid,psnr,ssim,bpp --out results/
+    """
+    from ulbench import dist
+    from ulbench.evaluation import FRECHET_METRICS, eval_space
+    from ulbench.results import append_rows
+
+    names = [m.strip() for m in metrics.split(",") if m.strip()]
+    from ulbench.registry import METRICS, SPACES
+
+    for m in names:
+        METRICS.resolve(m)
+    SPACES.resolve(space)
+    ds = _dataset(data, split, resolution, skip_bad, limit)
+    det = _detector(detector, weights) if any(m in FRECHET_METRICS for m in names) else None
+    rank, world_size = dist.init_from_env()
+    rows = eval_space(space, ds, names, det, batch_size, seed, lpips_backbone, lpips_weights, rank, world_size,
+                      progress=rank == 0)
+    if rank != 0:
+        return
+    if out:
+        path = append_rows(Path(out) / "results.jsonl", rows)
+        click.echo(f"wrote {len(rows)} rows to {path}", err=True)
+    if as_json:
+        for r in rows:
+            click.echo(r.to_json())
+    else:
+        _print_rows(rows)
+
+
+@main.command("compare")
+@click.argument("results", nargs=-1, required=True)
+@click.option("--metrics", default=None, help="Comma list to show (default: all).")
+def compare_cmd(results, metrics):
+    """Table of metrics across systems from result files; refuses numbers with different provenance.
+
+    \b
+    Example:
+      ulbench compare results/jpeg.jsonl results/ul.jsonl
+    """
+    from ulbench.compare import compare_table
+
+    click.echo(compare_table(list(results), metrics.split(",") if metrics else None))
+
+
+@main.command("ls")
+def ls_cmd():
+    """List spaces, metrics, datasets, detectors and suites."""
+    from ulbench.registry import DATASETS, DETECTORS, METRICS, SPACES
+
+    for title, reg in (("spaces", SPACES), ("metrics", METRICS), ("datasets", DATASETS), ("detectors", DETECTORS)):
+        click.echo(f"{title}:")
+        for e in reg.entries():
+            click.echo(f"  {e.name:<22} {e.help}")
+    suites = sorted(p.stem for p in (Path(__file__).parent / "suites").glob("*.yaml"))
+    click.echo("suites:\n" + "".join(f"  {s}\n" for s in suites) if suites else "suites: (none yet)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Side-by-side tables of result rows that refuse to mix provenance (PEERS pitfall 1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ulbench.results import provenance_conflicts, read_rows, rows_frame
+
+
+class ProvenanceMismatch(ValueError):
+    """Numbers of one metric were produced under different protocols."""
+
+
+def check_comparable(rows: list[dict[str, Any]]) -> None:
+    """Raise ProvenanceMismatch naming each metric and field whose provenance differs."""
+    conflicts = provenance_conflicts(rows)
+    if conflicts:
+        lines = [f"  {metric}: {field} differs: {' vs '.join(sorted(vals))}"
+                 for metric, fields in sorted(conflicts.items()) for field, vals in sorted(fields.items())]
+        raise ProvenanceMismatch("refusing to compare numbers with different provenance:\n" + "\n".join(lines)
+                                 + "\nre-run the systems under the same protocol (data, detector, n, resize).")
+
+
+def latest_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Keep the newest row per (system, metric)."""
+    newest: dict[tuple[str, str], dict] = {}
+    for r in rows:
+        key = (r["system"], r["metric"])
+        if key not in newest or r.get("provenance", {}).get("created_utc", "") >= \
+                newest[key].get("provenance", {}).get("created_utc", ""):
+            newest[key] = r
+    return list(newest.values())
+
+
+def format_value(value: float | None, stderr: float | None) -> str:
+    """'12.34 ± 0.05' with 4 significant digits."""
+    if value is None:
+        return "–"
+    return f"{value:.4g}" + (f" ± {stderr:.2g}" if stderr is not None else "")
+
+
+def pivot(rows: list[dict[str, Any]], metrics: list[str] | None = None):
+    """System × metric DataFrame of formatted values, columns labelled with ↑/↓ and proxy."""
+    df = rows_frame(rows)
+    if metrics:
+        df = df[df["metric"].isin(metrics)]
+    df = df.assign(cell=[format_value(v, s) if st == "ok" else f"skipped: {rs}"
+                         for v, s, st, rs in zip(df["value"], df["stderr"], df["status"], df["reason"])])
+    arrows = {m: ("↑" if h else "↓") for m, h in zip(df["metric"], df["higher_is_better"])}
+    labels = {m: (lbl or m) for m, lbl in zip(df["metric"], df["label"])}
+    table = df.pivot_table(index="system", columns="metric", values="cell", aggfunc="first")
+    return table.rename(columns={m: f"{labels[m]} {arrows[m]}" for m in table.columns})
+
+
+def compare_table(paths: list[str], metrics: list[str] | None = None) -> str:
+    """Markdown table across systems from result files, after the provenance check."""
+    rows = latest_rows(read_rows(paths))
+    if metrics:
+        rows = [r for r in rows if r["metric"] in metrics]
+    if not rows:
+        raise ValueError("no result rows to compare")
+    check_comparable(rows)
+    return pivot(rows).to_markdown()

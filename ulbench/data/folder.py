@@ -1,0 +1,152 @@
+"""Real image data: ImageNet-layout folders or zips of PNGs, with the ADM centre crop (Dhariwal & Nichol 2021)."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ulbench.data.base import ImageDataset
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
+RGB_CONVERTIBLE_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr")
+
+
+class BadImageError(ValueError):
+    """An image file that cannot be decoded to an RGB uint8 array; names the file."""
+
+
+def decode_image(data: bytes, name: str) -> np.ndarray:
+    """Decode image bytes to uint8 HxWx3 RGB, or raise BadImageError naming the file and the problem."""
+    if len(data) == 0:
+        raise BadImageError(f"{name}: empty file (0 bytes); remove it or pass --skip-bad to count and skip it")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            if img.mode not in RGB_CONVERTIBLE_MODES:
+                raise BadImageError(f"{name}: unsupported image mode {img.mode!r} (expected one of "
+                                    f"{', '.join(RGB_CONVERTIBLE_MODES)}); convert it to 8-bit RGB")
+            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    except BadImageError:
+        raise
+    except Exception as e:  # PIL raises UnidentifiedImageError, OSError (truncated), SyntaxError, ...
+        raise BadImageError(f"{name}: not a readable image ({type(e).__name__}: {e}); remove it or pass "
+                            f"--skip-bad to count and skip it") from e
+
+
+def adm_center_crop(img: np.ndarray, resolution: int) -> np.ndarray:
+    """ADM centre crop: box-halve while short side ≥ 2·res, bicubic resize short side to res, centre crop."""
+    pil = Image.fromarray(img)
+    while min(*pil.size) >= 2 * resolution:
+        pil = pil.resize(tuple(x // 2 for x in pil.size), resample=Image.BOX)
+    scale = resolution / min(*pil.size)
+    pil = pil.resize(tuple(round(x * scale) for x in pil.size), resample=Image.BICUBIC)
+    arr = np.asarray(pil)
+    top, left = (arr.shape[0] - resolution) // 2, (arr.shape[1] - resolution) // 2
+    return arr[top:top + resolution, left:left + resolution]
+
+
+class _Source:
+    """Files of a folder or a zip: sorted names, bytes by name."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.is_zip = root.suffix.lower() == ".zip"
+        if self.is_zip:
+            try:
+                with zipfile.ZipFile(root) as z:
+                    self.names = sorted(n for n in z.namelist() if n.lower().endswith(IMAGE_EXTENSIONS))
+                    self.meta = json.loads(z.read("dataset.json")) if "dataset.json" in z.namelist() else None
+            except zipfile.BadZipFile as e:
+                raise ValueError(f"{root}: not a valid zip file ({e})") from e
+        else:
+            self.names = sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            meta = root / "dataset.json"
+            self.meta = json.loads(meta.read_text()) if meta.is_file() else None
+        self._zip = None
+
+    def read(self, name: str) -> bytes:
+        if not self.is_zip:
+            return (self.root / name).read_bytes()
+        if self._zip is None:
+            self._zip = zipfile.ZipFile(self.root)
+        return self._zip.read(name)
+
+
+class ImageFolderDataset(ImageDataset):
+    """ImageNet layout (one sub-folder per class -> integer label) or a zip of PNGs with an optional
+    edm2-style `dataset.json` ({"labels": [[name, label], ...]}); ADM centre crop to `resolution`
+    (resolution=None keeps native sizes, as torch-fidelity reads folders)."""
+
+    def __init__(self, root: str, split: str = "eval", resolution: int | None = 32, skip_bad: bool = False,
+                 **_: Any):
+        path = Path(root).expanduser()
+        if not path.exists():
+            raise ValueError(f"data path {root!r} does not exist; expected an image folder or a .zip of images")
+        for sub in ((split, "val", "validation") if split == "eval" else (split,)):
+            if path.is_dir() and (path / sub).is_dir():
+                path = path / sub
+                break
+        self.source = _Source(path)
+        if not self.source.names:
+            raise ValueError(f"{path}: no images found (extensions {', '.join(IMAGE_EXTENSIONS)})")
+        self.name = f"folder:{Path(root).name}"
+        self.split = split
+        self.resolution = resolution or 0
+        self.skip_bad = skip_bad
+        self.skipped: list[tuple[str, str]] = []
+        self.labels = self._labels()
+        self.num_classes = int(self.labels.max()) + 1 if len(self.labels) else 0
+
+    def _labels(self) -> np.ndarray:
+        meta = self.source.meta
+        if meta and meta.get("labels"):
+            table = dict((str(k), int(v)) for k, v in meta["labels"])
+            return np.array([table.get(n, 0) for n in self.source.names], dtype=np.int64)
+        classes = sorted({n.split("/")[0] for n in self.source.names if "/" in n})
+        index = {c: i for i, c in enumerate(classes)}
+        return np.array([index.get(n.split("/")[0], 0) if "/" in n else 0 for n in self.source.names],
+                        dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.source.names)
+
+    def load(self, i: int) -> np.ndarray:
+        """Decode and centre-crop image i (uint8 HxWx3)."""
+        name = self.source.names[i]
+        img = decode_image(self.source.read(name), f"{self.source.root}/{name}")
+        return adm_center_crop(img, self.resolution) if self.resolution else img
+
+    def get_valid(self, indices) -> tuple[list[np.ndarray], torch.Tensor, np.ndarray]:
+        """Decode `indices`; with skip_bad, bad files are counted in `self.skipped` and left out."""
+        images, kept = [], []
+        for i in np.asarray(indices, dtype=np.int64):
+            try:
+                images.append(self.load(int(i)))
+                kept.append(int(i))
+            except BadImageError as e:
+                if not self.skip_bad:
+                    raise
+                self.skipped.append((self.source.names[int(i)], str(e)))
+        kept_arr = np.array(kept, dtype=np.int64)
+        return images, torch.as_tensor(self.labels[kept_arr]), kept_arr
+
+    def get(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (uint8 NCHW, all `resolution`²) and labels; bad files raise unless skip_bad."""
+        images, labels, _ = self.get_valid(indices)
+        if not images:
+            return torch.zeros((0, 3, self.resolution, self.resolution), dtype=torch.uint8), labels
+        return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), labels
+
+    def info(self) -> dict[str, Any]:
+        """Provenance: source path, crop, and the files skipped as bad."""
+        return {**super().info(), "source": str(self.source.root),
+                "preprocess": f"ADM centre crop to {self.resolution}" if self.resolution else "none (native size)",
+                "skipped_bad_files": len(self.skipped)}

@@ -1,0 +1,141 @@
+"""Evaluation jobs behind the CLI: a space on a dataset -> result rows; folders -> FID; reference statistics."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ulbench.harness import compute_all, evaluate_space, run_batches, shard_indices
+from ulbench.metrics.frechet import FeatureStats, frechet_distance, rank_deficiency_warning
+from ulbench.protocols import Batch
+from ulbench.registry import METRICS, SPACES
+from ulbench.results import ResultRow, config_hash, git_sha, package_versions
+
+FRECHET_METRICS = ("rfid", "kid")
+
+
+def build_metrics(names: list[str], num_items: int, detector: Any = None, lpips_backbone: str = "pretrained",
+                  lpips_weights: str | None = None, seed: int = 0) -> list:
+    """Instantiate metrics by name, sharing one detector between rFID and KID."""
+    out = []
+    for name in names:
+        entry, _ = METRICS.resolve(name)
+        cls = entry.load()
+        out.append(cls(detector=detector, num_items=num_items, lpips_backbone=lpips_backbone,
+                       lpips_weights=lpips_weights, seed=seed))
+    return out
+
+
+def run_provenance(dataset_info: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Provenance shared by every row of one evaluation."""
+    return {**dataset_info, **extra, "git_sha": git_sha(), "packages": package_versions(),
+            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def rows_from_values(values: dict, system: str, run_id: str, base_prov: dict[str, Any]) -> list[ResultRow]:
+    """One ResultRow per computed value, with the metric's own provenance merged in."""
+    rows = []
+    for row_name, (metric, v) in values.items():
+        prov = {**base_prov, **metric.provenance(), "n": v.n}
+        if v.warnings:
+            prov["warnings"] = list(v.warnings)
+        label = metric.label if row_name == metric.name else row_name
+        rows.append(ResultRow(run_id=run_id, system=system, metric=row_name, value=v.value, stderr=v.stderr,
+                              n=v.n, higher_is_better=metric.higher_is_better, label=label,
+                              proxy=bool(prov.get("proxy", False)), warnings=list(v.warnings), extra=v.extra,
+                              provenance=prov))
+    return rows
+
+
+def eval_space(space_spec: str, dataset: Any, metric_names: list[str], detector: Any = None, batch_size: int = 64,
+               seed: int = 0, lpips_backbone: str = "pretrained", lpips_weights: str | None = None,
+               rank: int = 0, world_size: int = 1, progress: bool = False, space: Any = None) -> list[ResultRow]:
+    """Reconstruct `dataset` through a space and return result rows (rank 0's rows hold the merged values)."""
+    from ulbench import dist
+
+    t0 = time.perf_counter()
+    space = space if space is not None else SPACES.build(space_spec)
+    metrics = build_metrics(metric_names, len(dataset), detector, lpips_backbone, lpips_weights, seed)
+    out = evaluate_space(space, dataset, metrics, batch_size, seed, rank, world_size, progress)
+    n_total = dist.all_reduce_metrics(metrics, out.num_images) if world_size > 1 else out.num_images
+    values = compute_all(metrics)
+    config = {"space": space_spec, "data": dataset.info(), "metrics": metric_names, "seed": seed,
+              "detector": getattr(detector, "name", None)}
+    info = space.info()
+    prov = run_provenance(dataset.info(), {
+        "system_info": info, "seed": seed, "seeds": "per image: (seed << 32) + dataset index",
+        "num_images_evaluated": n_total, "batch_size": batch_size, "world_size": world_size,
+        "config_hash": config_hash(config), "decode_steps": info.get("decode_steps"),
+        "skipped_bad_files": [f for f, _ in out.skipped], "wall_time_s": round(time.perf_counter() - t0, 3)})
+    run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{config_hash(config)}"
+    return rows_from_values(values, getattr(space, "name", space_spec), run_id, prov)
+
+
+def dataset_features(dataset: Any, detector: Any, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    """Detector features of every image of a dataset, in index order."""
+    feats: dict[int, np.ndarray] = {}
+
+    class _Collect:
+        def update(self, batch: Batch) -> None:
+            for i, f in zip(batch.indices, batch.features(detector, "real")):
+                feats[int(i)] = f
+
+    run_batches(dataset, shard_indices(len(dataset)), [_Collect()], batch_size, 0, None, progress)
+    if not feats:
+        raise ValueError(f"{dataset.info().get('source', dataset.name)}: no readable images")
+    return np.stack([feats[i] for i in sorted(feats)])
+
+
+def stats_of(features: np.ndarray) -> FeatureStats:
+    """Additive statistics of a feature matrix."""
+    s = FeatureStats(features.shape[1])
+    s.update(features)
+    return s
+
+
+def fid_between(feats_a: np.ndarray, ref: tuple[np.ndarray, np.ndarray, int] | np.ndarray,
+                kid: bool = False, seed: int = 0) -> dict[str, Any]:
+    """FID (and KID) between features A and features B or stored (mu, sigma, n)."""
+    mu_a, s_a = stats_of(feats_a).mean_cov()
+    if isinstance(ref, tuple):
+        mu_b, s_b, n_b = ref
+    else:
+        mu_b, s_b = stats_of(ref).mean_cov()
+        n_b = ref.shape[0]
+    out: dict[str, Any] = {"fid": frechet_distance(mu_a, s_a, mu_b, s_b), "n_a": int(feats_a.shape[0]),
+                           "n_b": int(n_b)}
+    warn = [w for w in (rank_deficiency_warning(out["n_a"], feats_a.shape[1]),
+                        rank_deficiency_warning(out["n_b"], feats_a.shape[1])) if w]
+    out["warnings"] = sorted(set(warn))
+    if kid:
+        if isinstance(ref, tuple):
+            raise ValueError("KID needs the reference features, not only (mu, sigma): pass a folder, not a .npz")
+        import torch
+        from torch_fidelity.metric_kid import kid_features_to_metric
+
+        size = min(1000, len(feats_a), len(ref))
+        k = kid_features_to_metric(torch.from_numpy(feats_a), torch.from_numpy(ref), kid_subsets=100,
+                                   kid_subset_size=size, kid_degree=3, kid_gamma=None, kid_coef0=1, rng_seed=seed,
+                                   verbose=False)
+        out.update(kid=k["kernel_inception_distance_mean"], kid_std=k["kernel_inception_distance_std"],
+                   kid_subset_size=size)
+    return out
+
+
+def ref_cache_dir() -> Path:
+    """Where reference statistics live: $ULBENCH_CACHE/ref or ~/.cache/ulbench/ref."""
+    root = os.environ.get("ULBENCH_CACHE") or Path.home() / ".cache" / "ulbench"
+    return Path(root) / "ref"
+
+
+def ref_name(dataset_info: dict[str, Any], detector_prov: dict[str, Any], n: int) -> str:
+    """Cache name holding dataset, split, resolution, detector, weights hash, resize and n (clean-fid style)."""
+    parts = [dataset_info["dataset"].replace("/", "_").replace(":", "-"), dataset_info["split"],
+             f"res{dataset_info['resolution']}", detector_prov["detector"],
+             detector_prov["detector_weights_sha256"][:12], detector_prov["resize"].replace(" ", "_"), f"n{n}"]
+    return "__".join(parts)

@@ -1,0 +1,96 @@
+"""evaluate(system, metrics, data): per-index seeds, batching, exact sharding, additive merging (edm2 metrics)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+
+from ulbench.data.base import ImageDataset
+from ulbench.protocols import Batch, MetricValue
+
+
+def per_index_seeds(indices: np.ndarray, seed: int) -> torch.Tensor:
+    """One int64 seed per dataset index: outputs depend on (seed, index), never on batch or shard."""
+    return torch.as_tensor(np.asarray(indices, dtype=np.int64) + (int(seed) << 32))
+
+
+def shard_indices(num_items: int, rank: int = 0, world_size: int = 1) -> np.ndarray:
+    """Exact contiguous split of range(num_items) over ranks: no padding, no duplicates (PEERS pitfall 8)."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside world size {world_size}")
+    return np.array_split(np.arange(num_items, dtype=np.int64), world_size)[rank]
+
+
+@dataclass
+class EvalOutput:
+    """Merged metric values and run facts."""
+
+    values: dict[str, tuple[Any, MetricValue]]  # row name -> (metric object, value)
+    num_images: int
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    wall_time_s: float = 0.0
+
+
+def run_batches(dataset: ImageDataset, indices: np.ndarray, metrics: list, batch_size: int, seed: int,
+                produce: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Any] | None,
+                progress: bool = False) -> tuple[int, list[tuple[str, str]]]:
+    """Feed `metrics` batch by batch. `produce(x, labels, seeds)` returns a Reconstruction or uint8 samples."""
+    from tqdm import tqdm
+
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    count, skipped = 0, []
+    bar = tqdm(total=len(indices), desc="eval", unit="img", disable=not progress, leave=False)
+    for start in range(0, len(indices), batch_size):
+        chunk = indices[start:start + batch_size]
+        if hasattr(dataset, "get_valid"):
+            n_skip = len(dataset.skipped)
+            images, labels, chunk = dataset.get_valid(chunk)
+            skipped += dataset.skipped[n_skip:]
+            if not images:
+                bar.update(len(indices[start:start + batch_size]))
+                continue
+            x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+        else:
+            x, labels = dataset.get(chunk)
+        batch = Batch(indices=chunk, x_real=x)
+        if produce is not None:
+            out = produce(x, labels, per_index_seeds(chunk, seed))
+            if torch.is_tensor(out):
+                batch.x_fake = out
+            else:
+                batch.x_fake, batch.bits, batch.bits_stderr = out.x_hat, out.bits, out.bits_stderr
+            if batch.x_fake.dtype != torch.uint8 or batch.x_fake.shape != x.shape:
+                raise ValueError(f"the system returned {batch.x_fake.dtype} {tuple(batch.x_fake.shape)}; expected "
+                                 f"uint8 {tuple(x.shape)} (uint8 NCHW at every interface)")
+        for m in metrics:
+            m.update(batch)
+        count += len(chunk)
+        bar.update(len(indices[start:start + batch_size]))
+    bar.close()
+    return count, skipped
+
+
+def compute_all(metrics: Iterable) -> dict[str, tuple[Any, MetricValue]]:
+    """Compute every metric; row name -> (metric, value)."""
+    out = {}
+    for m in metrics:
+        for row_name, value in m.compute().items():
+            out[row_name] = (m, value)
+    return out
+
+
+def evaluate_space(space: Any, dataset: ImageDataset, metrics: list, batch_size: int = 64, seed: int = 0,
+                   rank: int = 0, world_size: int = 1, progress: bool = False) -> EvalOutput:
+    """Reconstruct this rank's exact shard of `dataset` through `space` and accumulate `metrics` (unmerged
+    across ranks: call `ulbench.dist.all_reduce_metrics` before computing when world_size > 1)."""
+    t0 = time.perf_counter()
+    indices = shard_indices(len(dataset), rank, world_size)
+    with torch.inference_mode():
+        count, skipped = run_batches(dataset, indices, metrics, batch_size, seed,
+                                     lambda x, y, s: space.reconstruct(x, s), progress)
+    return EvalOutput({}, count, skipped, time.perf_counter() - t0)

@@ -1,0 +1,1 @@
+"""Metrics: Fréchet distances (rFID, gFID, FVD), KID, PSNR/SSIM, LPIPS, bits and FLOPs."""

@@ -1,0 +1,201 @@
+"""Feature detectors for Fréchet metrics: torch-fidelity's Inception, clean-fid's resize, and a labelled proxy.
+
+Every detector takes uint8 NCHW images of any size and owns its resize (PEERS.md pitfalls 3-4).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's release asset name
+INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION_FILE
+INCEPTION_LAYERS = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "MaxPool_1", "Conv2d_3b_1x1",
+                    "Conv2d_4a_3x3", "MaxPool_2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b",
+                    "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c", "AvgPool")
+
+
+@functools.lru_cache(maxsize=16)
+def sha256_file(path: str) -> str:
+    """sha256 of a file's bytes (weights provenance)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def find_inception_weights(weights: str | os.PathLike | None = None) -> Path:
+    """Locate the FID Inception weights: --weights, $ULBENCH_WEIGHTS_DIR, or torch-fidelity's hub cache."""
+    candidates = []
+    if weights:
+        candidates.append(Path(weights))
+    else:
+        if os.environ.get("ULBENCH_WEIGHTS_DIR"):
+            candidates.append(Path(os.environ["ULBENCH_WEIGHTS_DIR"]) / INCEPTION_FILE)
+        candidates.append(Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE)
+    for path in candidates:
+        if path.is_file():
+            return path
+    tried = ", ".join(str(p) for p in candidates)
+    raise FileNotFoundError(
+        f"FID Inception weights not found (looked at: {tried}). Download {INCEPTION_FILE} from {INCEPTION_URL} "
+        f"on a machine with internet and pass --weights PATH or put it in $ULBENCH_WEIGHTS_DIR. Offline, use "
+        f"--detector proxy (labelled proxy: not FID)."
+    )
+
+
+class Detector:
+    """Base detector: `features(x_uint8) -> float64 (N, dim)` and `provenance()`."""
+
+    name = "detector"
+    dim = 0
+    is_proxy = False
+
+    def features(self, x_uint8: torch.Tensor) -> np.ndarray:
+        """Features of a uint8 NCHW batch."""
+        raise NotImplementedError
+
+    def provenance(self) -> dict[str, Any]:
+        """Detector name, weights hash, resize and proxy flag."""
+        raise NotImplementedError
+
+
+def _check_uint8(x: torch.Tensor) -> None:
+    if not torch.is_tensor(x) or x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] != 3:
+        got = f"{x.dtype} {tuple(x.shape)}" if torch.is_tensor(x) else type(x).__name__
+        raise ValueError(f"detectors take uint8 (N, 3, H, W) images, got {got}")
+
+
+class InceptionDetector(Detector):
+    """torch-fidelity `inception-v3-compat` 2048-d pool features (TF-bilinear resize to 299, TF FID weights)."""
+
+    name = "inception-v3-compat"
+    dim = 2048
+
+    def __init__(self, weights: str | None = None, **_: Any):
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+        path = find_inception_weights(weights)
+        try:  # validate as plain tensors first: torch-fidelity itself loads with weights_only=False
+            torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise ValueError(f"{path}: not a readable Inception state dict ({type(e).__name__}: {e})") from e
+        self.weights_path = str(path)
+        self.model = FeatureExtractorInceptionV3(self.name, ["2048"], feature_extractor_weights_path=str(path))
+
+    @torch.no_grad()
+    def features(self, x_uint8: torch.Tensor) -> np.ndarray:
+        """2048-d features exactly as torch-fidelity computes them."""
+        _check_uint8(x_uint8)
+        return self.model(x_uint8)[0].double().numpy()
+
+    @torch.no_grad()
+    def features_float299(self, x: torch.Tensor) -> np.ndarray:
+        """2048-d features of float images already at 299×299 in [0, 255] (clean-fid's input convention)."""
+        x = (x.to(torch.float32) - 128) / 128
+        for layer in INCEPTION_LAYERS:
+            x = getattr(self.model, layer)(x)
+        return torch.flatten(x, 1).double().numpy()
+
+    def provenance(self) -> dict[str, Any]:
+        """Weights file and hash, resize (TF1 bilinear to 299)."""
+        return {"detector": self.name, "detector_weights": os.path.basename(self.weights_path),
+                "detector_weights_sha256": sha256_file(self.weights_path), "resize": "tf1-bilinear-299",
+                "feature_dim": self.dim, "proxy": False}
+
+
+class CleanFidDetector(InceptionDetector):
+    """clean-fid's `clean` mode resize (PIL bicubic on float channels, no quantisation) + the same Inception."""
+
+    name = "clean-fid"
+
+    def __init__(self, weights: str | None = None, **kwargs: Any):
+        super().__init__(weights, **kwargs)
+        from cleanfid.resize import make_resizer
+
+        self._resize = make_resizer("PIL", False, "bicubic", (299, 299))
+
+    @torch.no_grad()
+    def features(self, x_uint8: torch.Tensor) -> np.ndarray:
+        """Resize each image like clean-fid, then the Inception pool features."""
+        _check_uint8(x_uint8)
+        arrays = [self._resize(img.permute(1, 2, 0).numpy()) for img in x_uint8]
+        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+        return self.features_float299(x)
+
+    def provenance(self) -> dict[str, Any]:
+        """As Inception, with clean-fid's resize."""
+        return {**super().provenance(), "detector": self.name, "resize": "clean-fid PIL-bicubic-299 float"}
+
+
+class ProxyDetector(Detector):
+    """PROXY, not FID: fixed random conv features for offline runs (weights from numpy PCG64 seed 0).
+
+    Images are resized to 64×64 (antialiased bilinear) in [−1, 1]; three 3×3 conv+ReLU layers (16, 32, 48
+    channels, strides 1, 2, 2; He-normal weights) feed per-channel means and standard deviations of every layer,
+    a 2×2 average-pooled image, and the mean absolute Laplacian per colour at 64, 32 and 16 px: 213 dims.
+    """
+
+    name = "proxy"
+    is_proxy = True
+    dim = 2 * (16 + 32 + 48) + 12 + 9
+    resolution = 64
+
+    def __init__(self, seed: int = 0, **_: Any):
+        rng = np.random.default_rng(seed)
+        self.weights = []
+        for c_in, c_out in ((3, 16), (16, 32), (32, 48)):
+            w = rng.normal(0.0, np.sqrt(2.0 / (c_in * 9)), size=(c_out, c_in, 3, 3)).astype(np.float32)
+            self.weights.append(torch.from_numpy(w))
+        self.seed = seed
+        blob = b"".join(w.numpy().tobytes() for w in self.weights)
+        self._sha = hashlib.sha256(blob).hexdigest()
+        self._laplace = torch.tensor([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=torch.float32).expand(3, 1, 3, 3)
+
+    @torch.no_grad()
+    def features(self, x_uint8: torch.Tensor) -> np.ndarray:
+        """213-d proxy features (deterministic, batch-independent up to float32 round-off)."""
+        _check_uint8(x_uint8)
+        x = x_uint8.to(torch.float32) / 127.5 - 1
+        if x.shape[-1] != self.resolution or x.shape[-2] != self.resolution:
+            x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", antialias=True,
+                              align_corners=False)
+        parts = [F.adaptive_avg_pool2d(x, 2).flatten(1)]
+        h = x
+        for w, stride in zip(self.weights, (1, 2, 2)):
+            h = F.relu(F.conv2d(h, w, stride=stride, padding=1))
+            parts += [h.mean(dim=(2, 3)), h.std(dim=(2, 3))]
+        y = x
+        for _ in range(3):
+            parts.append(F.conv2d(y, self._laplace, groups=3).abs().mean(dim=(2, 3)))
+            y = F.avg_pool2d(y, 2)
+        return torch.cat(parts, dim=1).double().numpy()
+
+    def provenance(self) -> dict[str, Any]:
+        """Labelled proxy: seed and hash of the generated weights."""
+        return {"detector": self.name, "detector_weights": f"numpy-pcg64-seed{self.seed}",
+                "detector_weights_sha256": self._sha, "resize": "bilinear-antialias-64", "feature_dim": self.dim,
+                "proxy": True}
+
+
+def build_detector(name: str, weights: str | None = None) -> Detector:
+    """A detector by registry name ("inception-v3-compat", "clean-fid", "proxy")."""
+    from ulbench.registry import DETECTORS
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return DETECTORS.build(name, weights=weights)
+
+
+def metric_label(base: str, detector: Detector) -> str:
+    """Display name of a Fréchet metric: "rFID" with Inception, "rFID[proxy]" with the proxy detector."""
+    return f"{base}[proxy]" if detector.is_proxy or detector.name == "proxy" else base
