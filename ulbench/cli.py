@@ -114,7 +114,7 @@ def _dataset(data, split, resolution, skip_bad, limit):
     from ulbench.data.base import Subset
 
     ds = load_dataset(data, split=split, resolution=resolution, skip_bad=skip_bad)
-    return Subset(ds, limit) if limit else ds
+    return Subset(ds, limit) if limit is not None else ds
 
 
 @main.command("ref")
@@ -168,8 +168,9 @@ def ref_cmd(data, split, resolution, skip_bad, limit, detector, weights, batch_s
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", default=None, help="Directory: rows are appended to OUT/results.jsonl.")
 @click.option("--json", "as_json", is_flag=True, help="Print rows as JSON lines.")
+@click.option("--no-cache", is_flag=True, help="Recompute real-image features instead of using the cache.")
 def eval_cmd(space, data, split, resolution, skip_bad, limit, metrics, detector, weights, lpips_backbone,
-             lpips_weights, batch_size, seed, out, as_json):
+             lpips_weights, batch_size, seed, out, as_json, no_cache):
     """Reconstruct a dataset through a latent space and measure it; rows carry full provenance.
 
     \b
@@ -191,7 +192,7 @@ def eval_cmd(space, data, split, resolution, skip_bad, limit, metrics, detector,
     det = _detector(detector, weights) if any(m in FRECHET_METRICS for m in names) else None
     rank, world_size = dist.init_from_env()
     rows = eval_space(space, ds, names, det, batch_size, seed, lpips_backbone, lpips_weights, rank, world_size,
-                      progress=rank == 0)
+                      progress=rank == 0, cache_features=not no_cache)
     if rank != 0:
         return
     if out:

@@ -54,14 +54,15 @@ def rows_from_values(values: dict, system: str, run_id: str, base_prov: dict[str
 
 def eval_space(space_spec: str, dataset: Any, metric_names: list[str], detector: Any = None, batch_size: int = 64,
                seed: int = 0, lpips_backbone: str = "pretrained", lpips_weights: str | None = None,
-               rank: int = 0, world_size: int = 1, progress: bool = False, space: Any = None) -> list[ResultRow]:
+               rank: int = 0, world_size: int = 1, progress: bool = False, space: Any = None,
+               cache_features: bool = True) -> list[ResultRow]:
     """Reconstruct `dataset` through a space and return result rows (rank 0's rows hold the merged values)."""
     from ulbench import dist
 
     t0 = time.perf_counter()
     space = space if space is not None else SPACES.build(space_spec)
     metrics = build_metrics(metric_names, len(dataset), detector, lpips_backbone, lpips_weights, seed)
-    out = evaluate_space(space, dataset, metrics, batch_size, seed, rank, world_size, progress)
+    out = evaluate_space(space, dataset, metrics, batch_size, seed, rank, world_size, progress, cache_features)
     n_total = dist.all_reduce_metrics(metrics, out.num_images) if world_size > 1 else out.num_images
     values = compute_all(metrics)
     config = {"space": space_spec, "data": dataset.info(), "metrics": metric_names, "seed": seed,

@@ -37,8 +37,9 @@ class EvalOutput:
 
 def run_batches(dataset: ImageDataset, indices: np.ndarray, metrics: list, batch_size: int, seed: int,
                 produce: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Any] | None,
-                progress: bool = False) -> tuple[int, list[tuple[str, str]]]:
-    """Feed `metrics` batch by batch. `produce(x, labels, seeds)` returns a Reconstruction or uint8 samples."""
+                progress: bool = False, caches: list | None = None) -> tuple[int, list[tuple[str, str]]]:
+    """Feed `metrics` batch by batch. `produce(x, labels, seeds)` returns a Reconstruction or uint8 samples;
+    `caches` (RealFeatureCache) supply and keep features of the real images."""
     from tqdm import tqdm
 
     if batch_size < 1:
@@ -67,11 +68,21 @@ def run_batches(dataset: ImageDataset, indices: np.ndarray, metrics: list, batch
             if batch.x_fake.dtype != torch.uint8 or batch.x_fake.shape != x.shape:
                 raise ValueError(f"the system returned {batch.x_fake.dtype} {tuple(batch.x_fake.shape)}; expected "
                                  f"uint8 {tuple(x.shape)} (uint8 NCHW at every interface)")
+        for cache in caches or ():
+            cached = cache.lookup(chunk)
+            if cached is not None:
+                batch.cache[Batch.feature_key(cache.detector, "real")] = cached
         for m in metrics:
             m.update(batch)
+        for cache in caches or ():
+            key = Batch.feature_key(cache.detector, "real")
+            if key in batch.cache and cache.lookup(chunk) is None:
+                cache.store(chunk, batch.cache[key])
         count += len(chunk)
         bar.update(len(indices[start:start + batch_size]))
     bar.close()
+    for cache in caches or ():
+        cache.save()
     return count, skipped
 
 
@@ -85,12 +96,19 @@ def compute_all(metrics: Iterable) -> dict[str, tuple[Any, MetricValue]]:
 
 
 def evaluate_space(space: Any, dataset: ImageDataset, metrics: list, batch_size: int = 64, seed: int = 0,
-                   rank: int = 0, world_size: int = 1, progress: bool = False) -> EvalOutput:
+                   rank: int = 0, world_size: int = 1, progress: bool = False, cache_features: bool = False
+                   ) -> EvalOutput:
     """Reconstruct this rank's exact shard of `dataset` through `space` and accumulate `metrics` (unmerged
     across ranks: call `ulbench.dist.all_reduce_metrics` before computing when world_size > 1)."""
     t0 = time.perf_counter()
     indices = shard_indices(len(dataset), rank, world_size)
+    caches = []
+    if cache_features and world_size == 1:  # ranks hold disjoint shards: one writer per file
+        from ulbench.feature_cache import RealFeatureCache
+
+        detectors = {id(m.detector): m.detector for m in metrics if hasattr(m, "detector")}
+        caches = [RealFeatureCache(dataset, d, cache_dir=None) for d in detectors.values()]
     with torch.inference_mode():
         count, skipped = run_batches(dataset, indices, metrics, batch_size, seed,
-                                     lambda x, y, s: space.reconstruct(x, s), progress)
+                                     lambda x, y, s: space.reconstruct(x, s), progress, caches)
     return EvalOutput({}, count, skipped, time.perf_counter() - t0)

@@ -61,9 +61,14 @@ class Batch:
     bits_stderr: dict[str, np.ndarray] | None = None
     cache: dict[str, Any] = field(default_factory=dict)  # detector features, computed once per batch
 
+    @staticmethod
+    def feature_key(detector: Any, which: str) -> str:
+        """Cache key of one detector's features of the real or fake images."""
+        return f"{detector.name}:{id(detector)}:{which}"
+
     def features(self, detector: Any, which: str) -> np.ndarray:
         """Features of x_real or x_fake ("real" / "fake") by `detector`, computed once and shared by metrics."""
-        key = f"{detector.name}:{id(detector)}:{which}"
+        key = self.feature_key(detector, which)
         if key not in self.cache:
             x = self.x_real if which == "real" else self.x_fake
             self.cache[key] = detector.features(x)

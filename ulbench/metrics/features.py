@@ -140,7 +140,7 @@ class CleanFidDetector(InceptionDetector):
 class ProxyDetector(Detector):
     """PROXY, not FID: fixed random conv features for offline runs (weights from numpy PCG64 seed 0).
 
-    Images are resized to 64×64 (antialiased bilinear) in [−1, 1]; three 3×3 conv+ReLU layers (16, 32, 48
+    Computed in float64. Images are resized to 64×64 (antialiased bilinear) in [−1, 1]; three 3×3 conv+ReLU layers (16, 32, 48
     channels, strides 1, 2, 2; He-normal weights) feed per-channel means and standard deviations of every layer,
     a 2×2 average-pooled image, and the mean absolute Laplacian per colour at 64, 32 and 16 px: 213 dims.
     """
@@ -154,18 +154,18 @@ class ProxyDetector(Detector):
         rng = np.random.default_rng(seed)
         self.weights = []
         for c_in, c_out in ((3, 16), (16, 32), (32, 48)):
-            w = rng.normal(0.0, np.sqrt(2.0 / (c_in * 9)), size=(c_out, c_in, 3, 3)).astype(np.float32)
+            w = rng.normal(0.0, np.sqrt(2.0 / (c_in * 9)), size=(c_out, c_in, 3, 3))
             self.weights.append(torch.from_numpy(w))
         self.seed = seed
         blob = b"".join(w.numpy().tobytes() for w in self.weights)
         self._sha = hashlib.sha256(blob).hexdigest()
-        self._laplace = torch.tensor([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=torch.float32).expand(3, 1, 3, 3)
+        self._laplace = torch.tensor([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=torch.float64).expand(3, 1, 3, 3)
 
     @torch.no_grad()
     def features(self, x_uint8: torch.Tensor) -> np.ndarray:
-        """213-d proxy features (deterministic, batch-independent up to float32 round-off)."""
+        """213-d proxy features, computed in float64 so they do not depend on batch size."""
         _check_uint8(x_uint8)
-        x = x_uint8.to(torch.float32) / 127.5 - 1
+        x = x_uint8.to(torch.float64) / 127.5 - 1
         if x.shape[-1] != self.resolution or x.shape[-2] != self.resolution:
             x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", antialias=True,
                               align_corners=False)

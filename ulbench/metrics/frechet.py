@@ -56,10 +56,17 @@ class FeatureStats:
         return {"n": np.array([self.n], dtype=np.float64), "sum_x": self.sum_x, "sum_xxT": self.sum_xxT}
 
 
+def _clip_roundoff(w: np.ndarray) -> np.ndarray:
+    """Zero the eigenvalues that are round-off of a rank-deficient PSD matrix (|w| ≤ dim·eps·max w): their
+    square roots (~1e-8 each) would otherwise add up over thousands of null dimensions."""
+    tol = len(w) * np.finfo(np.float64).eps * max(float(np.max(np.abs(w))), 0.0)
+    return np.where(w > tol, w, 0.0)
+
+
 def _psd_sqrt(a: np.ndarray) -> np.ndarray:
-    """Symmetric PSD square root by eigendecomposition, negative round-off eigenvalues clipped to 0."""
+    """Symmetric PSD square root by eigendecomposition, round-off eigenvalues set to 0."""
     w, v = np.linalg.eigh((a + a.T) / 2)
-    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    return (v * np.sqrt(_clip_roundoff(w))) @ v.T
 
 
 def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
@@ -67,7 +74,7 @@ def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     s1 = _psd_sqrt(sigma1)
     m = s1 @ sigma2 @ s1
     w = np.linalg.eigvalsh((m + m.T) / 2)
-    return float(np.sqrt(np.clip(w, 0, None)).sum())
+    return float(np.sqrt(_clip_roundoff(w)).sum())
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:

@@ -1,0 +1,279 @@
+"""SD-VAE baseline: diffusers `AutoencoderKL` as a LatentSpace (Rombach et al. 2022, LDM; UL-SPEC §6).
+
+Latents are normalised inside the adapter, z = (z_raw − shift) · scale: for the Stable Diffusion VAEs
+`scale` is the config's `scaling_factor` (0.18215) and `shift` its `shift_factor` (None → 0); for the
+in-suite `sd-vae-tiny` they are the per-channel mean and 1/std of posterior-mean latents on the train set.
+Weights load only from local files (`local_files_only=True`): a missing download fails within a second
+with the command that fetches it, instead of diffusers' ~28 s of retries (ENVIRONMENT.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+HUB_IDS = {"sd-vae-ft-mse": "stabilityai/sd-vae-ft-mse", "sd-vae-ft-ema": "stabilityai/sd-vae-ft-ema"}
+TINY_JSON = "sd_vae_tiny.json"  # training config, metrics and latent statistics of an sd-vae-tiny run
+BITS_NOTE = ("bits['total'] = the VAE's own KL(q(z|x) || N(0, I)) of the raw posterior, in bits per image "
+             "(LDM's rate term): the cost of a posterior sample under bits-back coding. It is NOT a bound on "
+             "the information in the deterministic posterior-mean latent used for decoding, which is unbounded.")
+
+
+def _download_hint(variant: str) -> str:
+    """How to get the SD-VAE weights onto an offline machine."""
+    hub = HUB_IDS[variant]
+    return (f"On a machine with internet run `hf download {hub} --local-dir DIR` (huggingface_hub < 1.0: "
+            f"`huggingface-cli download {hub} --local-dir DIR`), copy DIR here and pass `--space {variant}:DIR` "
+            f"(Python: load_sd_vae({variant!r}, path=DIR)); or fill the Hugging Face cache (HF_HOME) with the "
+            f"same command without --local-dir.")
+
+
+def sha256_file(path: Path, chunk_bytes: int = 1 << 22) -> str:
+    """SHA-256 hex digest of a file (provenance of weights)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_bytes):
+            h.update(block)
+    return h.hexdigest()
+
+
+def weights_sha256(folder: Path) -> dict[str, str]:
+    """SHA-256 of each safetensors weights file in a diffusers model folder."""
+    return {p.name: sha256_file(p) for p in sorted(Path(folder).glob("*.safetensors"))}
+
+
+def resolve_sd_vae_dir(variant: str, path: str | Path | None = None, cache_dir: str | Path | None = None) -> Path:
+    """Local diffusers folder of an SD-VAE: `path`, or the hub snapshot in the HF cache (never the network)."""
+    if variant not in HUB_IDS:
+        raise ValueError(f"Unknown SD-VAE variant {variant!r}; expected one of {sorted(HUB_IDS)}.")
+    if path is None:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        try:
+            folder = Path(snapshot_download(HUB_IDS[variant], local_files_only=True, cache_dir=cache_dir))
+        except (LocalEntryNotFoundError, FileNotFoundError, OSError) as err:
+            raise FileNotFoundError(f"{variant}: weights of {HUB_IDS[variant]!r} are not in the local Hugging Face "
+                                    f"cache and this suite never downloads them. {_download_hint(variant)}") from err
+    else:
+        folder = Path(path).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{variant}: {str(folder)!r} is not a directory; expected a diffusers folder "
+                                    f"with config.json and diffusion_pytorch_model.safetensors. "
+                                    f"{_download_hint(variant)}")
+        if not (folder / "config.json").is_file() and (folder / "vae" / "config.json").is_file():
+            folder = folder / "vae"  # a full Stable Diffusion pipeline folder
+    if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
+        found = sorted(p.name for p in folder.iterdir())[:10]
+        raise FileNotFoundError(f"{variant}: {str(folder)!r} lacks config.json or a *.safetensors weights file "
+                                f"(found {found}; pickled .bin/.ckpt files are not loaded). {_download_hint(variant)}")
+    return folder
+
+
+def load_autoencoder_kl(folder: Path, device: str | torch.device = "cpu") -> Any:
+    """diffusers AutoencoderKL from a local folder, safetensors only, in eval mode."""
+    config = json.loads((folder / "config.json").read_text())
+    if config.get("_class_name", "AutoencoderKL") != "AutoencoderKL":
+        raise ValueError(f"{str(folder)!r} holds a {config.get('_class_name')}, expected an AutoencoderKL; "
+                         "pass the VAE folder (e.g. the pipeline's vae/ subfolder).")
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
+    return vae.to(device).eval().requires_grad_(False)
+
+
+class _EncoderNet(torch.nn.Module):
+    """x in [−1, 1] → posterior moments (mean ‖ logvar): encoder + quant_conv, for FLOP counting."""
+
+    def __init__(self, vae: Any):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vae.encode(x, return_dict=False)[0].parameters
+
+
+class _DecoderNet(torch.nn.Module):
+    """Raw latents → x in [−1, 1]: post_quant_conv + decoder, for FLOP counting."""
+
+    def __init__(self, vae: Any):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(z, return_dict=False)[0]
+
+
+def to_unit_range(x_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] → float32 [−1, 1] (the SD-VAE input range)."""
+    return x_uint8.to(torch.float32) / 127.5 - 1.0
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """float [−1, 1] → uint8 by rounding (x + 1) · 127.5 (diffusers' VaeImageProcessor)."""
+    return ((x.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+
+
+def kl_bits_per_image(mean: torch.Tensor, logvar: torch.Tensor) -> np.ndarray:
+    """KL(N(mean, e^logvar) ‖ N(0, I)) summed per image, in bits, float64 (Kingma & Welling 2014, eq. 10)."""
+    m, lv = mean.to(torch.float64), logvar.to(torch.float64)
+    nats = 0.5 * (m.square() + lv.exp() - 1.0 - lv).flatten(1).sum(1)
+    return (nats / math.log(2.0)).numpy()
+
+
+class SDVAESpace:
+    """An AutoencoderKL as a LatentSpace: uint8 NCHW in/out, normalised latents (ARCHITECTURE.md; edm2 encoders)."""
+
+    def __init__(self, vae: Any, name: str, latent_shift: Any, latent_scale: Any, *, normalisation: str,
+                 source: str, weights: dict[str, str], sample_posterior: bool = False,
+                 resolution: int | None = None, max_batch: int = 32, extra_info: dict[str, Any] | None = None):
+        self.vae = vae.eval().requires_grad_(False)
+        self.name = name
+        channels = int(vae.config.latent_channels)
+        self.latent_shift = torch.as_tensor(latent_shift, dtype=torch.float32).expand(channels).reshape(1, -1, 1, 1)
+        self.latent_scale = torch.as_tensor(latent_scale, dtype=torch.float32).expand(channels).reshape(1, -1, 1, 1)
+        self.normalisation = normalisation
+        self.source = source
+        self.weights = weights
+        self.sample_posterior = sample_posterior  # False: posterior mean (deterministic); True: per-seed sample
+        self.resolution = resolution
+        self.max_batch = max_batch  # images per forward pass (memory only; results do not depend on it)
+        self.extra_info = extra_info or {}
+        self.downsample_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+
+    # --- normalisation (the only place the scaling factor is applied) ---
+    def normalise(self, z_raw: torch.Tensor) -> torch.Tensor:
+        """Raw VAE latents → normalised latents, (z_raw − shift) · scale."""
+        return (z_raw - self.latent_shift) * self.latent_scale
+
+    def denormalise(self, z: torch.Tensor) -> torch.Tensor:
+        """Normalised latents → raw VAE latents, z / scale + shift."""
+        return z / self.latent_scale + self.latent_shift
+
+    # --- LatentSpace ---
+    def _check(self, x_uint8: torch.Tensor, seeds: torch.Tensor) -> None:
+        if x_uint8.dtype != torch.uint8 or x_uint8.ndim != 4 or x_uint8.shape[1] != 3:
+            raise ValueError(f"{self.name}: expected uint8 (N, 3, H, W) images, got {x_uint8.dtype} "
+                             f"{tuple(x_uint8.shape)}; convert with (x * 255).round().to(torch.uint8).")
+        f = self.downsample_factor
+        if x_uint8.shape[-1] % f or x_uint8.shape[-2] % f:
+            raise ValueError(f"{self.name}: image size {tuple(x_uint8.shape[-2:])} is not divisible by the "
+                             f"downsampling factor {f}; crop or resize to a multiple of {f}.")
+        if len(seeds) != len(x_uint8):
+            raise ValueError(f"{self.name}: got {len(seeds)} seeds for {len(x_uint8)} images; pass one seed per image.")
+
+    @torch.no_grad()
+    def _posterior(self, x_uint8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and (clamped) log-variance of the raw latents, in chunks of max_batch."""
+        means, logvars = [], []
+        for chunk in x_uint8.split(self.max_batch):
+            dist = self.vae.encode(to_unit_range(chunk)).latent_dist
+            means.append(dist.mean)
+            logvars.append(dist.logvar)
+        return torch.cat(means), torch.cat(logvars)
+
+    def _raw_latents(self, mean: torch.Tensor, logvar: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        """Posterior mean, or mean + std · ε with ε drawn from each image's own seed."""
+        if not self.sample_posterior:
+            return mean
+        eps = torch.stack([torch.randn(mean.shape[1:], generator=torch.Generator().manual_seed(int(s)))
+                           for s in seeds])
+        return mean + (0.5 * logvar).exp() * eps
+
+    def encode(self, x_uint8: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        """uint8 NCHW → normalised float32 latents (N, C, H/f, W/f)."""
+        self._check(x_uint8, seeds)
+        mean, logvar = self._posterior(x_uint8)
+        return self.normalise(self._raw_latents(mean, logvar, seeds))
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, seeds: torch.Tensor | None = None, steps: int | None = None) -> torch.Tensor:
+        """Normalised latents → uint8 NCHW; the decoder is deterministic, so seeds and steps are unused."""
+        raw = self.denormalise(z.to(torch.float32))
+        return torch.cat([to_uint8(self.vae.decode(chunk).sample) for chunk in raw.split(self.max_batch)])
+
+    def reconstruct(self, x_uint8: torch.Tensor, seeds: torch.Tensor) -> Any:
+        """Encode, decode and the VAE's KL rate in bits per image (see BITS_NOTE)."""
+        from ulbench.protocols import Reconstruction
+
+        self._check(x_uint8, seeds)
+        mean, logvar = self._posterior(x_uint8)
+        x_hat = self.decode(self.normalise(self._raw_latents(mean, logvar, seeds)))
+        return Reconstruction(x_hat=x_hat, bits={"total": kl_bits_per_image(mean, logvar)})
+
+    def flop_components(self, resolution: int | None = None) -> list[tuple[str, torch.nn.Module, tuple]]:
+        """(name, module, example_inputs) for ulbench.metrics.flops.FlopReport: encoder and decoder, one image."""
+        res = resolution or self.resolution or int(self.vae.config.sample_size)
+        c, f = int(self.vae.config.latent_channels), self.downsample_factor
+        return [(f"{self.name}/encoder", _EncoderNet(self.vae), (torch.zeros(1, 3, res, res),)),
+                (f"{self.name}/decoder", _DecoderNet(self.vae), (torch.zeros(1, c, res // f, res // f),))]
+
+    def info(self) -> dict[str, Any]:
+        """Latent shape, downsampling, parameters, weights hashes, normalisation and bits definition."""
+        vae, c, f = self.vae, int(self.vae.config.latent_channels), self.downsample_factor
+        enc = sum(p.numel() for m in (vae.encoder, vae.quant_conv) if m is not None for p in m.parameters())
+        dec = sum(p.numel() for m in (vae.decoder, vae.post_quant_conv) if m is not None for p in m.parameters())
+        return {
+            "name": self.name,
+            "kind": "sd-vae",
+            "latent_channels": c,
+            "downsample_factor": f,
+            "latent_shape": [c, self.resolution // f, self.resolution // f] if self.resolution else None,
+            "latent_shape_rule": f"({c}, H/{f}, W/{f})",
+            "params": sum(p.numel() for p in vae.parameters()),
+            "params_encoder": enc,
+            "params_decoder": dec,
+            "weights_sha256": self.weights,
+            "source": self.source,
+            "latent_normalisation": {"kind": self.normalisation, "formula": "z = (z_raw - shift) * scale",
+                                     "shift": self.latent_shift.flatten().tolist(),
+                                     "scale": self.latent_scale.flatten().tolist()},
+            "latent": "posterior sample mean + std*eps, eps from each image's seed" if self.sample_posterior
+            else "posterior mean (deterministic)",
+            "decoder": "deterministic single pass (seeds and steps ignored)",
+            "input_range": "uint8 [0, 255] -> [-1, 1] inside the adapter; output rounded back to uint8",
+            "bits": BITS_NOTE,
+            "config": {k: v for k, v in dict(vae.config).items() if not k.startswith("_")},
+            **self.extra_info,
+        }
+
+
+def load_sd_vae(variant: str = "sd-vae-ft-mse", path: str | None = None, sample_posterior: bool | str = False,
+                cache_dir: str | None = None, device: str = "cpu", resolution: int | None = None,
+                **_: Any) -> SDVAESpace:
+    """Stable Diffusion ft-MSE / ft-EMA VAE from a local folder or the HF cache (Rombach et al. 2022)."""
+    folder = resolve_sd_vae_dir(variant, path, cache_dir)
+    vae = load_autoencoder_kl(folder, device)
+    shift = vae.config.get("shift_factor") or 0.0
+    return SDVAESpace(vae, variant, shift, float(vae.config.scaling_factor), normalisation="config scaling_factor",
+                      source=str(folder.resolve()), weights=weights_sha256(folder),
+                      sample_posterior=str(sample_posterior).lower() in ("1", "true", "yes"), resolution=resolution,
+                      extra_info={"hub_id": HUB_IDS[variant]})
+
+
+def load_sd_vae_tiny(run_dir: str, sample_posterior: bool | str = False, device: str = "cpu",
+                     **_: Any) -> SDVAESpace:
+    """The small AutoencoderKL trained in-suite by `baselines.sd_vae_train.train_sd_vae_tiny` (LDM KL-VAE)."""
+    folder = Path(run_dir).expanduser()
+    meta_path = folder / TINY_JSON
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"sd-vae-tiny: {str(meta_path)!r} not found, so {str(folder)!r} is not a finished "
+                                "sd-vae-tiny run. Train one with `python -c \"from baselines.sd_vae_train import "
+                                f"train_sd_vae_tiny; train_sd_vae_tiny('{folder}')\"`.")
+    meta = json.loads(meta_path.read_text())
+    vae = load_autoencoder_kl(folder, device)
+    stats = meta["latent_stats"]
+    scale = [1.0 / s for s in stats["std"]]
+    return SDVAESpace(vae, f"sd-vae-tiny:{folder}", stats["mean"], scale,
+                      normalisation="per-channel mean/std of posterior means on the train set",
+                      source=str(folder.resolve()), weights=weights_sha256(folder),
+                      sample_posterior=str(sample_posterior).lower() in ("1", "true", "yes"),
+                      resolution=meta["train"]["resolution"],
+                      extra_info={"training": meta["train"], "objective": meta["objective"],
+                                  "train_metrics": meta["metrics"], "latent_stats": stats})

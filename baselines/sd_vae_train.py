@@ -1,0 +1,166 @@
+"""Train `sd-vae-tiny`: the SD AutoencoderKL architecture, small, with the LDM KL-VAE objective (Rombach et al. 2022).
+
+Objective per image (LDM `LPIPSWithDiscriminator`, without its terms that cannot run here):
+    loss = Σ_pixels |x − x̂| + kl_weight · KL(q(z|x) ‖ N(0, I)),  z ~ q(z|x) during training,
+divided by the pixel count (Adam is invariant to that constant). Off, and recorded as off in the JSON:
+LPIPS (no real backbone weights offline; LDM weight 1.0), the patch-GAN (LDM starts it at step 50,001) and
+the learned output log-variance. Everything a run needs is keyword arguments; a finished run is a diffusers
+folder (safetensors) plus `sd_vae_tiny.json`, which is written last, atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from baselines.sd_vae import TINY_JSON, kl_bits_per_image, to_uint8, to_unit_range
+
+TINY_CONFIG = dict(  # SD-VAE layout, scaled down: 32×32 → 8×8×4 latents (factor 4), ~0.68M parameters
+    in_channels=3, out_channels=3, latent_channels=4, sample_size=32,
+    down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+    block_out_channels=(16, 32, 64),  # SD: (128, 256, 512, 512); 3 levels → downsampling factor 4
+    layers_per_block=1,  # SD: 2
+    norm_num_groups=8,  # SD: 32
+)
+
+
+def tiny_autoencoder_kl(seed: int = 0, **overrides: Any) -> Any:
+    """A randomly initialised small AutoencoderKL (TINY_CONFIG + overrides), init fixed by `seed`."""
+    from diffusers import AutoencoderKL
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return AutoencoderKL(**{**TINY_CONFIG, **overrides})
+
+
+@torch.no_grad()
+def latent_stats(vae: Any, images: torch.Tensor, batch_size: int = 256) -> dict[str, Any]:
+    """Per-channel mean and std (float64) of posterior-mean latents, for unit-variance normalisation (UL-SPEC §6)."""
+    total, total_sq, count = 0.0, 0.0, 0
+    for chunk in images.split(batch_size):
+        mean = vae.encode(to_unit_range(chunk)).latent_dist.mean.to(torch.float64)
+        total = total + mean.sum((0, 2, 3))
+        total_sq = total_sq + mean.square().sum((0, 2, 3))
+        count += mean.shape[0] * mean.shape[2] * mean.shape[3]
+    mu = total / count
+    std = (total_sq / count - mu.square()).clamp_min(1e-12).sqrt()
+    return {"mean": mu.tolist(), "std": std.tolist(), "num_images": len(images), "latent": "posterior mean"}
+
+
+@torch.no_grad()
+def reconstruction_metrics(vae: Any, images: torch.Tensor, batch_size: int = 256) -> dict[str, float]:
+    """Mean per-image PSNR (dB, uint8 peak 255) of posterior-mean reconstructions, and mean KL bits per image."""
+    psnrs, bits = [], []
+    for chunk in images.split(batch_size):
+        dist = vae.encode(to_unit_range(chunk)).latent_dist
+        x_hat = to_uint8(vae.decode(dist.mean).sample)
+        mse = (x_hat.to(torch.float64) - chunk.to(torch.float64)).square().flatten(1).mean(1)
+        psnrs.append((10 * torch.log10(255.0**2 / mse.clamp_min(1e-10))).numpy())
+        bits.append(kl_bits_per_image(dist.mean, dist.logvar))
+    return {"psnr_db": float(np.concatenate(psnrs).mean()), "kl_bits_per_image": float(np.concatenate(bits).mean()),
+            "num_images": len(images)}
+
+
+def _lr_at(step: int, steps: int, lr: float, warmup_steps: int) -> float:
+    """Linear warm-up, then cosine decay to 10% of lr."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, steps - warmup_steps)
+    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _finish_run(vae: Any, run_dir: Path, meta: dict[str, Any]) -> None:
+    """Write weights (safetensors) then the JSON, each moved into place atomically; the JSON marks completion."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-sd-vae-tiny-", dir=run_dir))
+    try:
+        vae.save_pretrained(tmp, safe_serialization=True)
+        for f in tmp.iterdir():
+            os.replace(f, run_dir / f.name)
+        (tmp / TINY_JSON).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        os.replace(tmp / TINY_JSON, run_dir / TINY_JSON)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def train_sd_vae_tiny(run_dir: str, steps: int = 600, batch_size: int = 32, lr: float = 2e-3,
+                      kl_weight: float = 1e-6, seed: int = 0, progress: bool = True, resolution: int = 32,
+                      dataset: str = "embedded", warmup_steps: int = 50, grad_clip: float = 1.0,
+                      overwrite: bool = False, config_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train sd-vae-tiny with the LDM KL-VAE objective on the embedded train set (Rombach et al. 2022, App. G)."""
+    from ulbench.data.base import load_dataset
+
+    run_path = Path(run_dir).expanduser()
+    if (run_path / TINY_JSON).exists() and not overwrite:
+        raise ValueError(f"{str(run_path)!r} already holds a finished sd-vae-tiny run; pass overwrite=True or "
+                         "choose another run_dir.")
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"steps and batch_size must be >= 1, got steps={steps}, batch_size={batch_size}")
+    train = load_dataset(dataset, split="train", resolution=resolution)
+    evalset = load_dataset(dataset, split="eval", resolution=resolution)
+    overrides = {"sample_size": resolution, **(config_overrides or {})}
+    vae = tiny_autoencoder_kl(seed, **overrides).to(memory_format=torch.channels_last).train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    gen = torch.Generator().manual_seed(seed)  # batch order and posterior noise
+    images = train.images
+    pixels = 3 * resolution * resolution
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc="sd-vae-tiny", mininterval=2.0)
+    t0, losses = time.perf_counter(), []
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, steps, lr, warmup_steps)
+        idx = torch.randint(len(images), (batch_size,), generator=gen)
+        x = to_unit_range(images[idx]).contiguous(memory_format=torch.channels_last)
+        dist = vae.encode(x).latent_dist
+        z = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=gen)
+        x_hat = vae.decode(z).sample
+        rec = (x_hat - x).abs().flatten(1).sum(1)  # Σ_pixels |x − x̂| per image
+        kl = dist.kl()  # nats per image
+        loss = ((rec + kl_weight * kl) / pixels).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), grad_clip)
+        opt.step()
+        losses.append(float(loss))
+        if bar is not None:
+            bar.update(1)
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+    if bar is not None:
+        bar.close()
+    train_seconds = time.perf_counter() - t0
+    vae = vae.to(memory_format=torch.contiguous_format).eval()
+    stats = latent_stats(vae, images)
+    metrics = {"train": reconstruction_metrics(vae, images), "eval": reconstruction_metrics(vae, evalset.images),
+               "final_loss": float(np.mean(losses[-50:])), "train_seconds": train_seconds,
+               "seconds_per_step": train_seconds / steps, "torch_threads": torch.get_num_threads()}
+    meta = {
+        "format": "ulbench sd-vae-tiny v1",
+        "train": {"steps": steps, "batch_size": batch_size, "lr": lr, "kl_weight": kl_weight, "seed": seed,
+                  "resolution": resolution, "dataset": dataset, "split": "train", "warmup_steps": warmup_steps,
+                  "grad_clip": grad_clip, "optimizer": "AdamW(betas=(0.9, 0.99), weight_decay=0)",
+                  "lr_schedule": "linear warm-up, cosine to 0.1*lr", "samples_seen": steps * batch_size,
+                  "config": {k: list(v) if isinstance(v, tuple) else v for k, v in {**TINY_CONFIG, **overrides}.items()}},
+        "objective": {"reconstruction": "L1 (sum over pixels)", "kl_weight": kl_weight,
+                      "kl": "KL(q(z|x) || N(0, I)), posterior sampled during training",
+                      "lpips_term": "off: no real LPIPS backbone weights offline (LDM uses weight 1.0)",
+                      "discriminator": "off (LDM enables it only after 50,001 steps)",
+                      "learned_logvar": "off"},
+        "latent_stats": stats,
+        "metrics": metrics,
+    }
+    _finish_run(vae, run_path, meta)
+    return meta

@@ -1,0 +1,78 @@
+"""On-disk cache of detector features of real images, keyed by dataset fingerprint and detector provenance.
+
+A suite compares many systems on one eval set: the real images' features are computed once
+(torch-fidelity and clean-fid cache their inputs likewise). Entries are float64 .npy tables with a mask.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ulbench.results import atomic_write_text
+
+
+def dataset_fingerprint(dataset: Any) -> str:
+    """Stable id of a dataset's content: its provenance, plus file names, sizes and mtimes for folders."""
+    h = hashlib.sha256(json.dumps(dataset.info(), sort_keys=True, default=str).encode())
+    source = getattr(dataset, "source", None) or getattr(getattr(dataset, "dataset", None), "source", None)
+    if source is not None:
+        if source.is_zip:
+            st = os.stat(source.root)
+            h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+        else:
+            for name in source.names:
+                st = os.stat(source.root / name)
+                h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+class RealFeatureCache:
+    """Features of a dataset's real images by index for one detector; load, fill, save atomically."""
+
+    def __init__(self, dataset: Any, detector: Any, cache_dir: str | os.PathLike | None = None):
+        root = Path(cache_dir or os.environ.get("ULBENCH_CACHE") or Path.home() / ".cache" / "ulbench")
+        prov = detector.provenance()
+        key = f"{dataset_fingerprint(dataset)}__{prov['detector']}__{prov['detector_weights_sha256'][:12]}"
+        self.path = root / "features" / f"{key}.npz"
+        self.detector = detector
+        self.num_items = len(dataset)
+        self.feats = np.zeros((self.num_items, detector.dim))
+        self.mask = np.zeros(self.num_items, dtype=bool)
+        self.dirty = False
+        if self.path.is_file():
+            try:
+                with np.load(self.path) as z:
+                    if z["feats"].shape == self.feats.shape:
+                        self.feats, self.mask = z["feats"], z["mask"].astype(bool)
+            except (OSError, ValueError, KeyError):
+                pass  # a damaged cache is recomputed, never trusted
+
+    def lookup(self, indices: np.ndarray) -> np.ndarray | None:
+        """Cached features for all of `indices`, or None if any is missing."""
+        return self.feats[indices] if self.mask[indices].all() else None
+
+    def store(self, indices: np.ndarray, feats: np.ndarray) -> None:
+        """Remember features of `indices`."""
+        self.feats[indices] = feats
+        self.mask[indices] = True
+        self.dirty = True
+
+    def save(self) -> None:
+        """Write the table atomically (tmp file + rename)."""
+        if not self.dirty:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        np.savez(buf, feats=self.feats, mask=self.mask)
+        tmp = self.path.with_suffix(".npz.tmp")
+        tmp.write_bytes(buf.getvalue())
+        os.replace(tmp, self.path)
+        atomic_write_text(self.path.with_suffix(".json"), json.dumps(self.detector.provenance(), sort_keys=True))
+        self.dirty = False
