@@ -1,0 +1,1 @@
+"""Baseline latent spaces: pixels, JPEG and the SD-VAE (diffusers AutoencoderKL)."""

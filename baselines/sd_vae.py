@@ -84,7 +84,8 @@ def load_autoencoder_kl(folder: Path, device: str | torch.device = "cpu") -> Any
                          "pass the VAE folder (e.g. the pipeline's vae/ subfolder).")
     from diffusers import AutoencoderKL
 
-    vae = AutoencoderKL.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
+    vae = AutoencoderKL.from_pretrained(str(folder), local_files_only=True, use_safetensors=True,
+                                        low_cpu_mem_usage=False)  # True needs `accelerate` and only warns without it
     return vae.to(device).eval().requires_grad_(False)
 
 
@@ -93,10 +94,11 @@ class _EncoderNet(torch.nn.Module):
 
     def __init__(self, vae: Any):
         super().__init__()
-        self.vae = vae
+        self.encoder, self.quant_conv = vae.encoder, vae.quant_conv
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.vae.encode(x, return_dict=False)[0].parameters
+        h = self.encoder(x)
+        return h if self.quant_conv is None else self.quant_conv(h)
 
 
 class _DecoderNet(torch.nn.Module):
@@ -104,10 +106,10 @@ class _DecoderNet(torch.nn.Module):
 
     def __init__(self, vae: Any):
         super().__init__()
-        self.vae = vae
+        self.post_quant_conv, self.decoder = vae.post_quant_conv, vae.decoder
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.vae.decode(z, return_dict=False)[0]
+        return self.decoder(z if self.post_quant_conv is None else self.post_quant_conv(z))
 
 
 def to_unit_range(x_uint8: torch.Tensor) -> torch.Tensor:

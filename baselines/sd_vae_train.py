@@ -6,6 +6,9 @@ divided by the pixel count (Adam is invariant to that constant). Off, and record
 LPIPS (no real backbone weights offline; LDM weight 1.0), the patch-GAN (LDM starts it at step 50,001) and
 the learned output log-variance. Everything a run needs is keyword arguments; a finished run is a diffusers
 folder (safetensors) plus `sd_vae_tiny.json`, which is written last, atomically.
+Speed (measured): ~0.2 s/step at batch 32 on 2 idle cores (600 steps ≈ 2 min); with the cores shared by
+three jobs, 2 threads fell to 2-3 s/step while `num_threads=1` ran at 0.5-0.9 s/step. 600 steps reached
+24.8 dB train / 25.6 dB eval PSNR (posterior mean), ≈3,000 KL bits per 32×32 image.
 """
 
 from __future__ import annotations
@@ -24,13 +27,13 @@ import torch
 
 from baselines.sd_vae import TINY_JSON, kl_bits_per_image, to_uint8, to_unit_range
 
-TINY_CONFIG = dict(  # SD-VAE layout, scaled down: 32×32 → 8×8×4 latents (factor 4), ~0.68M parameters
-    in_channels=3, out_channels=3, latent_channels=4, sample_size=32,
-    down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-    block_out_channels=(16, 32, 64),  # SD: (128, 256, 512, 512); 3 levels → downsampling factor 4
-    layers_per_block=1,  # SD: 2
-    norm_num_groups=8,  # SD: 32
-)
+TINY_CONFIG = {  # SD-VAE layout, scaled down: 32×32 → 8×8×4 latents (factor 4), ~0.68M parameters
+    "in_channels": 3, "out_channels": 3, "latent_channels": 4, "sample_size": 32,
+    "down_block_types": ("DownEncoderBlock2D",) * 3, "up_block_types": ("UpDecoderBlock2D",) * 3,
+    "block_out_channels": (16, 32, 64),  # SD: (128, 256, 512, 512); 3 levels → downsampling factor 4
+    "layers_per_block": 1,  # SD: 2
+    "norm_num_groups": 8,  # SD: 32
+}
 
 
 def tiny_autoencoder_kl(seed: int = 0, **overrides: Any) -> Any:
@@ -70,6 +73,13 @@ def reconstruction_metrics(vae: Any, images: torch.Tensor, batch_size: int = 256
             "num_images": len(images)}
 
 
+def _spread(images: torch.Tensor, num_images: int) -> torch.Tensor:
+    """At most num_images evenly spaced images (all when there are fewer)."""
+    if len(images) <= num_images:
+        return images
+    return images[torch.linspace(0, len(images) - 1, num_images).round().long()]
+
+
 def _lr_at(step: int, steps: int, lr: float, warmup_steps: int) -> float:
     """Linear warm-up, then cosine decay to 10% of lr."""
     if step < warmup_steps:
@@ -95,8 +105,23 @@ def _finish_run(vae: Any, run_dir: Path, meta: dict[str, Any]) -> None:
 def train_sd_vae_tiny(run_dir: str, steps: int = 600, batch_size: int = 32, lr: float = 2e-3,
                       kl_weight: float = 1e-6, seed: int = 0, progress: bool = True, resolution: int = 32,
                       dataset: str = "embedded", warmup_steps: int = 50, grad_clip: float = 1.0,
-                      overwrite: bool = False, config_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+                      overwrite: bool = False, config_overrides: dict[str, Any] | None = None,
+                      num_threads: int | None = None, metric_images: int = 1024) -> dict[str, Any]:
     """Train sd-vae-tiny with the LDM KL-VAE objective on the embedded train set (Rombach et al. 2022, App. G)."""
+    threads_before = torch.get_num_threads()
+    if num_threads:  # 1 is much faster than 2 when other jobs share the cores (OpenMP oversubscription)
+        torch.set_num_threads(num_threads)
+    try:
+        return _train(run_dir, steps, batch_size, lr, kl_weight, seed, progress, resolution, dataset, warmup_steps,
+                      grad_clip, overwrite, config_overrides or {}, metric_images)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train(run_dir: str, steps: int, batch_size: int, lr: float, kl_weight: float, seed: int, progress: bool,
+           resolution: int, dataset: str, warmup_steps: int, grad_clip: float, overwrite: bool,
+           config_overrides: dict[str, Any], metric_images: int) -> dict[str, Any]:
+    """The training loop of train_sd_vae_tiny (arguments documented there)."""
     from ulbench.data.base import load_dataset
 
     run_path = Path(run_dir).expanduser()
@@ -107,7 +132,7 @@ def train_sd_vae_tiny(run_dir: str, steps: int = 600, batch_size: int = 32, lr: 
         raise ValueError(f"steps and batch_size must be >= 1, got steps={steps}, batch_size={batch_size}")
     train = load_dataset(dataset, split="train", resolution=resolution)
     evalset = load_dataset(dataset, split="eval", resolution=resolution)
-    overrides = {"sample_size": resolution, **(config_overrides or {})}
+    overrides = {"sample_size": resolution, **config_overrides}
     vae = tiny_autoencoder_kl(seed, **overrides).to(memory_format=torch.channels_last).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)  # batch order and posterior noise
@@ -134,7 +159,7 @@ def train_sd_vae_tiny(run_dir: str, steps: int = 600, batch_size: int = 32, lr: 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), grad_clip)
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if bar is not None:
             bar.update(1)
             if step % 50 == 0:
@@ -144,7 +169,8 @@ def train_sd_vae_tiny(run_dir: str, steps: int = 600, batch_size: int = 32, lr: 
     train_seconds = time.perf_counter() - t0
     vae = vae.to(memory_format=torch.contiguous_format).eval()
     stats = latent_stats(vae, images)
-    metrics = {"train": reconstruction_metrics(vae, images), "eval": reconstruction_metrics(vae, evalset.images),
+    metrics = {"train": reconstruction_metrics(vae, _spread(images, metric_images)),
+               "eval": reconstruction_metrics(vae, _spread(evalset.images, metric_images)),
                "final_loss": float(np.mean(losses[-50:])), "train_seconds": train_seconds,
                "seconds_per_step": train_seconds / steps, "torch_threads": torch.get_num_threads()}
     meta = {
@@ -160,7 +186,7 @@ def train_sd_vae_tiny(run_dir: str, steps: int = 600, batch_size: int = 32, lr: 
                       "discriminator": "off (LDM enables it only after 50,001 steps)",
                       "learned_logvar": "off"},
         "latent_stats": stats,
-        "metrics": metrics,
+        "metrics": {**metrics, "metric_images": f"at most {metric_images} evenly spaced images per split"},
     }
     _finish_run(vae, run_path, meta)
     return meta

@@ -76,10 +76,13 @@ SPACES.register(
     pattern=r"ul:(?P<run_dir>.+)",
 )
 SPACES.register(
-    "sd-vae-ft-mse", "baselines.sd_vae:load_sd_vae", "Stable Diffusion VAE ft-MSE (local path or HF cache)",
-    pattern=r"(?P<variant>sd-vae-ft-mse|sd-vae-ft-ema)(?::(?P<path>.+))?",
+    "sd-vae-ft-mse[:DIR]", "baselines.sd_vae:load_sd_vae", "Stable Diffusion VAE ft-MSE (local DIR or HF cache)",
+    pattern=r"(?P<variant>sd-vae-ft-mse)(?::(?P<path>.+))?",
 )
-SPACES.register("sd-vae-ft-ema", "baselines.sd_vae:load_sd_vae", "Stable Diffusion VAE ft-EMA (local path or HF cache)")
+SPACES.register(
+    "sd-vae-ft-ema[:DIR]", "baselines.sd_vae:load_sd_vae", "Stable Diffusion VAE ft-EMA (local DIR or HF cache)",
+    pattern=r"(?P<variant>sd-vae-ft-ema)(?::(?P<path>.+))?",
+)
 SPACES.register(
     "sd-vae-tiny:RUN_DIR", "baselines.sd_vae:load_sd_vae_tiny", "small AutoencoderKL trained in-suite (KL-VAE)",
     pattern=r"sd-vae-tiny:(?P<run_dir>.+)",
