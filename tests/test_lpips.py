@@ -30,7 +30,7 @@ def test_local_trunk_matches_lpips_with_same_weights(trunk_file, eval_images):
     ours = metric.compute()["lpips"].value
     ref_model = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)
     state = torch.load(trunk_file, weights_only=True)
-    for name, module in ref_model.net.named_children():
+    for _name, module in ref_model.net.named_children():
         for idx, layer in module.named_children():
             if isinstance(layer, torch.nn.Conv2d):
                 layer.weight.data.copy_(state[f"features.{idx}.weight"])

@@ -26,7 +26,9 @@ class ULConfig:
     data: str = "embedded"  # training data: embedded | embedded-textures | folder:DIR (§7 "other data")
     hflip: bool = True  # random horizontal flips of training images
     # --- latent channel and prior (§2-3)
-    lambda0: float = 5.0  # λ₀: log-SNR of the fixed encoder noise, the prior's minimum noise (§7 "noisy latents")
+    lambda0: float = (
+        5.0  # λ₀: log-SNR of the fixed encoder noise, the prior's minimum noise (§7 "noisy latents")
+    )
     lambda_min: float = -10.0  # λ_min of the prior schedule (t = 1)
     prior_schedule: str = "cosine"  # cosine | uniform (moves variance only)
     separate_prior: bool = False  # §7: prior trains on stop-gradient latents
@@ -72,43 +74,77 @@ class ULConfig:
         if f < 1 or f & (f - 1):
             raise bad(f"downsample_factor={f}", "a power of two (1, 2, 4, 8, ...)", "Try 4 or 8.")
         if self.resolution % f:
-            raise bad(f"resolution={self.resolution} is not divisible by downsample_factor={f}",
-                      "resolution % downsample_factor == 0", "Change one of them.")
+            raise bad(
+                f"resolution={self.resolution} is not divisible by downsample_factor={f}",
+                "resolution % downsample_factor == 0",
+                "Change one of them.",
+            )
         if not self.lambda_min < self.lambda0:
-            raise bad(f"lambda_min={self.lambda_min} >= lambda0={self.lambda0}", "lambda_min < lambda0",
-                      "The prior runs from lambda0 (t=0) down to lambda_min (t=1); use e.g. lambda_min=-10.")
+            raise bad(
+                f"lambda_min={self.lambda_min} >= lambda0={self.lambda0}",
+                "lambda_min < lambda0",
+                "The prior runs from lambda0 (t=0) down to lambda_min (t=1); use e.g. lambda_min=-10.",
+            )
         if not self.pixel_logsnr_min < self.pixel_logsnr_max:
             raise bad("pixel_logsnr_min >= pixel_logsnr_max", "a non-empty range", "Use e.g. -10 and 10.")
         if self.c_lf <= 0:
-            raise bad(f"c_lf={self.c_lf}", "c_lf > 1 (default 10)", "c_lf scales the decoder loss (UL-SPEC §5).")
+            raise bad(
+                f"c_lf={self.c_lf}", "c_lf > 1 (default 10)", "c_lf scales the decoder loss (UL-SPEC §5)."
+            )
         if self.c_lf <= 1:
-            warnings.warn(f"c_lf={self.c_lf} <= 1: UL-SPEC §5 predicts a collapsed latent (≈0 bpp); "
-                          "use c_lf > 1 (default 10) unless this is the ablation", stacklevel=3)
+            warnings.warn(
+                f"c_lf={self.c_lf} <= 1: UL-SPEC §5 predicts a collapsed latent (≈0 bpp); "
+                "use c_lf > 1 (default 10) unless this is the ablation",
+                stacklevel=3,
+            )
         if self.data not in DATA_NAMES and not self.data.startswith("folder:"):
             close = difflib.get_close_matches(self.data, DATA_NAMES, n=1)
-            raise bad(f"data={self.data!r}", f"one of {DATA_NAMES} or 'folder:DIR'",
-                      f"Did you mean {close[0]!r}?" if close else "See `ulbench ls`.")
+            raise bad(
+                f"data={self.data!r}",
+                f"one of {DATA_NAMES} or 'folder:DIR'",
+                f"Did you mean {close[0]!r}?" if close else "See `ulbench ls`.",
+            )
         for name in ("decoder_prediction", "prior_prediction"):
             if getattr(self, name) not in ("eps", "v"):
-                raise bad(f"{name}={getattr(self, name)!r}", "'eps' or 'v'", "The decoder works best with 'v'.")
+                raise bad(
+                    f"{name}={getattr(self, name)!r}", "'eps' or 'v'", "The decoder works best with 'v'."
+                )
         if self.prior_schedule not in ("cosine", "uniform"):
             raise bad(f"prior_schedule={self.prior_schedule!r}", "'cosine' or 'uniform'", "Use 'cosine'.")
         latent_side = self.resolution // f
         if self.encoder_patch_size < 1 or f % self.encoder_patch_size:
-            raise bad(f"encoder_patch_size={self.encoder_patch_size}", f"a divisor of downsample_factor={f}",
-                      "Use 1 or 2.")
+            raise bad(
+                f"encoder_patch_size={self.encoder_patch_size}",
+                f"a divisor of downsample_factor={f}",
+                "Use 1 or 2.",
+            )
         if self.decoder_patch_size < 1 or self.resolution % self.decoder_patch_size:
-            raise bad(f"decoder_patch_size={self.decoder_patch_size}", "a divisor of the resolution", "Use 1 or 2.")
-        for name, side in (("decoder_channels", self.resolution // self.decoder_patch_size),
-                           ("prior_channels", latent_side)):
+            raise bad(
+                f"decoder_patch_size={self.decoder_patch_size}", "a divisor of the resolution", "Use 1 or 2."
+            )
+        for name, side in (
+            ("decoder_channels", self.resolution // self.decoder_patch_size),
+            ("prior_channels", latent_side),
+        ):
             levels = len(getattr(self, name))
             if levels < 1 or side % 2 ** (levels - 1):
-                raise bad(f"{name} has {levels} levels for a {side}×{side} input",
-                          f"side divisible by 2^(levels-1) = {2 ** max(levels - 1, 0)}", "Use fewer levels.")
+                raise bad(
+                    f"{name} has {levels} levels for a {side}×{side} input",
+                    f"side divisible by 2^(levels-1) = {2 ** max(levels - 1, 0)}",
+                    "Use fewer levels.",
+                )
         if not 0.0 <= self.ema < 1.0:
             raise bad(f"ema={self.ema}", "0 <= ema < 1", "Use e.g. 0.99.")
-        for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "eval_images", "decode_steps",
-                     "num_threads", "num_blocks"):
+        for name in (
+            "steps",
+            "batch_size",
+            "eval_every",
+            "checkpoint_every",
+            "eval_images",
+            "decode_steps",
+            "num_threads",
+            "num_blocks",
+        ):
             if getattr(self, name) < 1:
                 raise bad(f"{name}={getattr(self, name)}", "a positive integer", "")
         if self.eval_draws < 2:
@@ -121,13 +157,13 @@ class ULConfig:
         return (self.latent_channels, side, side)
 
     def encoder_levels(self) -> tuple[int, ...]:
-        """Encoder channels per level: log2(f/patch)+1 levels, `encoder_channels` truncated or its last repeated."""
-        n = int(round(math.log2(self.downsample_factor // self.encoder_patch_size))) + 1
+        """Encoder channels per level: log2(f/patch)+1 levels (`encoder_channels` cut or extended)."""
+        n = round(math.log2(self.downsample_factor // self.encoder_patch_size)) + 1
         chans = tuple(self.encoder_channels)
         return chans[:n] + (chans[-1],) * max(0, n - len(chans))
 
     @classmethod
-    def preset(cls, scale: str = "tiny", **overrides: Any) -> "ULConfig":
+    def preset(cls, scale: str = "tiny", **overrides: Any) -> ULConfig:
         """A preset (tiny | small | paper) with keyword overrides; unknown names raise ValueError."""
         if scale not in PRESETS:
             close = difflib.get_close_matches(scale, PRESETS, n=1)
@@ -139,7 +175,7 @@ class ULConfig:
                 raise ValueError(_unknown_key(key, names))
         return cls(**{**PRESETS[scale], "scale": scale, **overrides})
 
-    def replace_from_strings(self, assignments: list[str]) -> "ULConfig":
+    def replace_from_strings(self, assignments: list[str]) -> ULConfig:
         """A copy with "key=value" strings applied, each parsed to the field's type (`--set` on the CLI)."""
         names = {f.name for f in dataclasses.fields(self)}
         changes: dict[str, Any] = {}
@@ -157,7 +193,7 @@ class ULConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ULConfig":
+    def from_dict(cls, data: dict[str, Any]) -> ULConfig:
         """Inverse of `to_dict`; unknown keys raise ValueError."""
         names = {f.name: f for f in dataclasses.fields(cls)}
         for key in data:
@@ -197,21 +233,52 @@ def _parse_like(default: Any, value: str, key: str) -> Any:
         return value
     except ValueError:
         kind = "comma-separated ints" if isinstance(default, tuple) else type(default).__name__
-        raise ValueError(f"Cannot parse {key}={value!r}: expected {kind} (like the default {default!r}).") from None
+        raise ValueError(
+            f"Cannot parse {key}={value!r}: expected {kind} (like the default {default!r})."
+        ) from None
 
 
 PRESETS: dict[str, dict[str, Any]] = {
     # CPU, embedded photos, ~0.5M parameters; 1000 steps in a few minutes on 2 cores (ENVIRONMENT.md)
     "tiny": {},
     # one GPU, hours [ours]: 128 px, 16×16×8 latents
-    "small": dict(resolution=128, downsample_factor=8, latent_channels=8, encoder_channels=(64, 128, 256, 256),
-                  prior_channels=(128, 256, 256), decoder_channels=(64, 128, 256, 256, 256), num_blocks=2,
-                  emb_dim=256, steps=200_000, batch_size=64, lr=2e-4, warmup_steps=1000, ema=0.999,
-                  eval_every=5000, checkpoint_every=5000, eval_draws=64, decode_steps=64),
+    "small": dict(
+        resolution=128,
+        downsample_factor=8,
+        latent_channels=8,
+        encoder_channels=(64, 128, 256, 256),
+        prior_channels=(128, 256, 256),
+        decoder_channels=(64, 128, 256, 256, 256),
+        num_blocks=2,
+        emb_dim=256,
+        steps=200_000,
+        batch_size=64,
+        lr=2e-4,
+        warmup_steps=1000,
+        ema=0.999,
+        eval_every=5000,
+        checkpoint_every=5000,
+        eval_draws=64,
+        decode_steps=64,
+    ),
     # ImageNet-512 → 32×32 latents (f = 16); channel counts are ours [ours], built on CPU for FLOP counts only
-    "paper": dict(resolution=512, downsample_factor=16, latent_channels=32,
-                  encoder_channels=(128, 128, 256, 256, 512), prior_channels=(256, 512, 512),
-                  decoder_channels=(128, 128, 256, 256, 512, 512), num_blocks=2, emb_dim=512, steps=500_000,
-                  batch_size=256, lr=1e-4, warmup_steps=10_000, ema=0.9999, eval_every=10_000,
-                  checkpoint_every=10_000, eval_draws=64, decode_steps=64),
+    "paper": dict(
+        resolution=512,
+        downsample_factor=16,
+        latent_channels=32,
+        encoder_channels=(128, 128, 256, 256, 512),
+        prior_channels=(256, 512, 512),
+        decoder_channels=(128, 128, 256, 256, 512, 512),
+        num_blocks=2,
+        emb_dim=512,
+        steps=500_000,
+        batch_size=256,
+        lr=1e-4,
+        warmup_steps=10_000,
+        ema=0.9999,
+        eval_every=10_000,
+        checkpoint_every=10_000,
+        eval_draws=64,
+        decode_steps=64,
+    ),
 }

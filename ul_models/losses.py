@@ -1,13 +1,14 @@
 """Diffusion ELBO terms of Unified Latents in nats (UL-SPEC §3-5; VDM, Kingma & Gao 2023).
 
-Denoisers enter as callables `eps_fn(z_t, logsnr) -> eps_hat`, so the same estimators serve trained networks and
-the closed-form optimal denoisers used in the tests. All per-image results are nats unless the name says bits.
+Denoisers enter as callables `eps_fn(z_t, logsnr) -> eps_hat`, so the same estimators serve trained
+networks and the closed-form optimal denoisers used in the tests. Per-image results are nats unless the
+name says bits.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -28,12 +29,18 @@ def sigmoid_weight(logsnr: torch.Tensor, bias_b: float) -> torch.Tensor:
 
 
 def sigmoid_weight_xform(logsnr: torch.Tensor, bias_b: float) -> torch.Tensor:
-    """The same weighting written for the x-prediction loss: e^b·sigmoid(λ − b) = sigmoid(b − λ)·e^λ (UL-SPEC §4)."""
+    """The weighting for the x-prediction loss: e^b·sigmoid(λ − b) = sigmoid(b − λ)·e^λ (UL-SPEC §4)."""
     return math.exp(bias_b) * torch.sigmoid(logsnr - bias_b)
 
 
-def diffusion_integrand(eps_fn: EpsFn, z: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, schedule: Schedule,
-                        logsnr_max: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def diffusion_integrand(
+    eps_fn: EpsFn,
+    z: torch.Tensor,
+    t: torch.Tensor,
+    eps: torch.Tensor,
+    schedule: Schedule,
+    logsnr_max: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-element ½·(−dλ/dt)·(ε − ε̂)² at z_t = α z + σ ε (VDM eq. 17), and λ_t; one t per image."""
     tb = _bcast(t, z)
     logsnr = schedule.logsnr(tb, logsnr_max)
@@ -52,17 +59,29 @@ def kl_to_standard_normal(z: torch.Tensor, logsnr_end: float) -> torch.Tensor:
     return per_element.flatten(1).sum(1)
 
 
-def prior_loss(eps_fn: EpsFn, z_clean: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, schedule: Schedule,
-               logsnr_max: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """L_prior(x) ≥ KL(q(z₀|x) ‖ p(z₀)) per image in nats, unit weight from λ₀ to λ_min plus the z₁ term (UL-SPEC §3)."""
+def prior_loss(
+    eps_fn: EpsFn,
+    z_clean: torch.Tensor,
+    t: torch.Tensor,
+    eps: torch.Tensor,
+    schedule: Schedule,
+    logsnr_max: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """L_prior(x) ≥ KL(q(z₀|x) ‖ p(z₀)), nats per image: unit weight, λ₀ → λ_min, + z₁ term (UL-SPEC §3)."""
     integrand, _ = diffusion_integrand(eps_fn, z_clean, t, eps, schedule, logsnr_max)
     diffusion = integrand.flatten(1).sum(1)
     kl_end = kl_to_standard_normal(z_clean, schedule.logsnr_min)
     return {"prior": diffusion + kl_end, "prior_diffusion": diffusion, "prior_kl_end": kl_end}
 
 
-def decoder_loss(eps_fn: EpsFn, x: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, schedule: Schedule,
-                 bias_b: float | None) -> dict[str, torch.Tensor]:
+def decoder_loss(
+    eps_fn: EpsFn,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    eps: torch.Tensor,
+    schedule: Schedule,
+    bias_b: float | None,
+) -> dict[str, torch.Tensor]:
     """Sigmoid-weighted L_dec(x|z₀) and the unweighted (w ≡ 1) ELBO per image in nats (UL-SPEC §4)."""
     integrand, logsnr = diffusion_integrand(eps_fn, x, t, eps, schedule)
     elbo = integrand.flatten(1).sum(1) + kl_to_standard_normal(x, schedule.logsnr_min).detach()
@@ -90,18 +109,25 @@ def bits_per_latent_dim(nats: torch.Tensor | np.ndarray | float, latent_numel: i
 
 def mix_seed(seed: int, stream: int) -> int:
     """A 63-bit generator seed from (seed, stream) via numpy's SeedSequence, so streams never collide."""
-    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, int(stream)]).generate_state(1, np.uint64)[0]
-               >> np.uint64(1))
+    mask = 0xFFFFFFFFFFFFFFFF  # negative ints map to their 64-bit two's complement
+    entropy = [int(seed) & mask, int(stream) & mask]
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
-def estimate_prior_nats(eps_fn: EpsFn, z_clean: torch.Tensor, schedule: Schedule, seeds: torch.Tensor,
-                        draws: int = 64, logsnr_max: torch.Tensor | None = None,
-                        stream: int = 7) -> tuple[np.ndarray, np.ndarray]:
-    """Per-image L_prior mean and standard error over `draws` (t, ε) draws seeded by each image's seed (UL-SPEC §3).
+def estimate_prior_nats(
+    eps_fn: EpsFn,
+    z_clean: torch.Tensor,
+    schedule: Schedule,
+    seeds: torch.Tensor,
+    draws: int = 64,
+    logsnr_max: torch.Tensor | None = None,
+    stream: int = 7,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image L_prior mean and standard error over `draws` (t, ε) draws seeded per image (UL-SPEC §3).
 
-    t is stratified per image (t_k = (u + k/draws) mod 1): still unbiased, lower variance; the reported standard
-    error treats the draws as independent, which over-states it. Each image is evaluated in its own batch of
-    `draws`, so results do not depend on how images are batched.
+    t is stratified per image (t_k = (u + k/draws) mod 1): still unbiased, lower variance; the reported
+    standard error treats the draws as independent, which over-states it. Each image is evaluated in its
+    own batch of `draws`, so results do not depend on how images are batched.
     """
     if draws < 2:
         raise ValueError(f"draws must be >= 2 to give a standard error, got {draws}; use e.g. 64")
@@ -111,8 +137,8 @@ def estimate_prior_nats(eps_fn: EpsFn, z_clean: torch.Tensor, schedule: Schedule
         u = torch.rand((), generator=gen, dtype=torch.float64)
         t = ((u + torch.arange(draws, dtype=torch.float64) / draws) % 1.0).to(z_clean.dtype)
         eps = torch.randn((draws,) + tuple(z_clean.shape[1:]), generator=gen, dtype=z_clean.dtype)
-        z = z_clean[i:i + 1].expand(draws, *z_clean.shape[1:])
-        top = None if logsnr_max is None else logsnr_max[i:i + 1].expand_as(z)
+        z = z_clean[i : i + 1].expand(draws, *z_clean.shape[1:])
+        top = None if logsnr_max is None else logsnr_max[i : i + 1].expand_as(z)
         with torch.no_grad():
             nats = prior_loss(eps_fn, z, t, eps, schedule, top)["prior"].double().numpy()
         means.append(nats.mean())

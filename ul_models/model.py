@@ -1,4 +1,4 @@
-"""The stage-1 Unified Latents model: encoder, latent prior and pixel decoder with their losses (UL-SPEC §2-5, §7)."""
+"""The stage-1 Unified Latents model: encoder, latent prior, pixel decoder and losses (UL-SPEC §2-5, §7)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,28 @@ from ul_models.nets import Denoiser, Encoder
 from ul_models.sampler import SAMPLER_STREAM, map_microbatches, sample
 from ul_models.schedule import Schedule, alpha_sigma, resolution_shift
 
-LAMBDA_E_MARGIN = 0.5  # learned variance: λ_e stays in [λ_min + margin, λ₀] so each element's schedule is non-empty
+LAMBDA_E_MARGIN = (
+    0.5  # learned variance: λ_e stays in [λ_min + margin, λ₀] so each element's schedule is non-empty
+)
 
 
 class UnifiedLatents(nn.Module):
-    """Encoder E, prior p(z₀) (diffusion on latents from λ₀) and decoder p(x|z₀) (diffusion on pixels), UL-SPEC §2-5."""
+    """Encoder E, prior p(z₀) (latent diffusion from λ₀), decoder p(x|z₀) (pixel diffusion), UL-SPEC §2-5."""
 
-    def __init__(self, encoder: Encoder, prior: Denoiser, decoder: Denoiser, prior_schedule: Schedule,
-                 pixel_schedule: Schedule, downsample_factor: int, latent_channels: int, c_lf: float = 10.0,
-                 bias_b: float = 0.0, separate_prior: bool = False, learned_variance: bool = False):
+    def __init__(
+        self,
+        encoder: Encoder,
+        prior: Denoiser,
+        decoder: Denoiser,
+        prior_schedule: Schedule,
+        pixel_schedule: Schedule,
+        downsample_factor: int,
+        latent_channels: int,
+        c_lf: float = 10.0,
+        bias_b: float = 0.0,
+        separate_prior: bool = False,
+        learned_variance: bool = False,
+    ):
         super().__init__()
         self.encoder, self.prior, self.decoder = encoder, prior, decoder
         self.prior_schedule = prior_schedule  # λ from λ₀ (t=0) to λ_min (t=1), unit weight
@@ -38,7 +51,7 @@ class UnifiedLatents(nn.Module):
         return self.prior_schedule.logsnr_max
 
     def encode_clean(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """z_clean = E(x) and, with learned variance, the per-element λ_e ∈ [λ_min + margin, λ₀] (UL-SPEC §2, §7)."""
+        """z_clean = E(x) and, for learned variance, λ_e ∈ [λ_min + margin, λ₀] (UL-SPEC §2, §7)."""
         out = self.encoder(x)
         if not self.learned_variance:
             return out, None
@@ -46,20 +59,24 @@ class UnifiedLatents(nn.Module):
         lo = self.prior_schedule.logsnr_min + LAMBDA_E_MARGIN
         return z_clean, lo + (self.lambda0 - lo) * torch.sigmoid(raw + 4.0)
 
-    def noisy_latent(self, z_clean: torch.Tensor, logsnr_e: torch.Tensor | None, noise: torch.Tensor) -> torch.Tensor:
+    def noisy_latent(
+        self, z_clean: torch.Tensor, logsnr_e: torch.Tensor | None, noise: torch.Tensor
+    ) -> torch.Tensor:
         """z₀ = α₀·z_clean + σ₀·ε (per element α_e, σ_e with learned variance), UL-SPEC §2."""
         lam = torch.as_tensor(self.lambda0, dtype=z_clean.dtype) if logsnr_e is None else logsnr_e
         alpha, sigma = alpha_sigma(lam)
         return alpha * z_clean + sigma * noise
 
     def decoder_cond(self, z0: torch.Tensor, logsnr_e: torch.Tensor | None = None) -> torch.Tensor:
-        """z₀ (and the λ_e map) upsampled to pixels by nearest neighbour, to concatenate with x_t (UL-SPEC §4)."""
+        """z₀ (and the λ_e map) upsampled to pixels (nearest), to concatenate with x_t (UL-SPEC §4)."""
         parts = [z0] if logsnr_e is None else [z0, (logsnr_e - self.lambda0) / 10.0]
         cond = torch.cat(parts, dim=1) if len(parts) > 1 else z0
         f = self.downsample_factor
         return F.interpolate(cond, scale_factor=float(f), mode="nearest") if f > 1 else cond
 
-    def losses(self, x: torch.Tensor, gen: torch.Generator, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def losses(
+        self, x: torch.Tensor, gen: torch.Generator, labels: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """Per-image stage-1 terms in nats: prior, dec (weighted), dec_elbo (w ≡ 1) and total (UL-SPEC §5).
 
         All randomness comes from `gen` in a fixed order: encoder noise, prior (t, ε), decoder (t, ε).
@@ -76,36 +93,63 @@ class UnifiedLatents(nn.Module):
         if self.separate_prior:
             z_for_prior = z_clean.detach()
             lam_for_prior = None if logsnr_e is None else logsnr_e.detach()
-        prior_terms = prior_loss(self.prior.eps, z_for_prior, t_prior, eps_prior, self.prior_schedule, lam_for_prior)
+        prior_terms = prior_loss(
+            self.prior.eps, z_for_prior, t_prior, eps_prior, self.prior_schedule, lam_for_prior
+        )
         cond = self.decoder_cond(z0, logsnr_e)
-        dec_terms = decoder_loss(lambda z_t, lam: self.decoder.eps(z_t, lam, cond), x, t_dec, eps_dec,
-                                 self.pixel_schedule, self.bias_b)
+        dec_terms = decoder_loss(
+            lambda z_t, lam: self.decoder.eps(z_t, lam, cond),
+            x,
+            t_dec,
+            eps_dec,
+            self.pixel_schedule,
+            self.bias_b,
+        )
         total = stage1_objective(prior_terms["prior"], dec_terms["dec"], self.c_lf)
         return {**prior_terms, **dec_terms, "total": total}
 
     @torch.no_grad()
-    def prior_nats(self, z_clean: torch.Tensor, logsnr_e: torch.Tensor | None, seeds: torch.Tensor,
-                   draws: int = 64) -> tuple:
+    def prior_nats(
+        self, z_clean: torch.Tensor, logsnr_e: torch.Tensor | None, seeds: torch.Tensor, draws: int = 64
+    ) -> tuple:
         """Per-image L_prior (nats) mean and standard error over `draws` seeded (t, ε) draws (UL-SPEC §3)."""
         return estimate_prior_nats(self.prior.eps, z_clean, self.prior_schedule, seeds, draws, logsnr_e)
 
     @torch.no_grad()
-    def decode(self, z0: torch.Tensor, logsnr_e: torch.Tensor | None, seeds: torch.Tensor, steps: int,
-               micro_batch: int = 16) -> torch.Tensor:
+    def decode(
+        self,
+        z0: torch.Tensor,
+        logsnr_e: torch.Tensor | None,
+        seeds: torch.Tensor,
+        steps: int,
+        micro_batch: int = 16,
+    ) -> torch.Tensor:
         """Decoder sampler from noise to x̂ ∈ [−1, 1] given z₀ (DDIM in λ, per-sample seeds), UL-SPEC §6."""
         cond = self.decoder_cond(z0, logsnr_e)
         shape = (3, z0.shape[-2] * self.downsample_factor, z0.shape[-1] * self.downsample_factor)
-        return sample(lambda z_t, lam, c: self.decoder.eps(z_t, lam, c), shape, seeds, self.pixel_schedule, steps,
-                      cond=cond, clip_x=1.0, micro_batch=micro_batch, stream=SAMPLER_STREAM)
+        return sample(
+            lambda z_t, lam, c: self.decoder.eps(z_t, lam, c),
+            shape,
+            seeds,
+            self.pixel_schedule,
+            steps,
+            cond=cond,
+            clip_x=1.0,
+            micro_batch=micro_batch,
+            stream=SAMPLER_STREAM,
+        )
 
     @torch.no_grad()
-    def encode_batched(self, x: torch.Tensor, micro_batch: int = 16) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def encode_batched(
+        self, x: torch.Tensor, micro_batch: int = 16
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`encode_clean` on fixed-size micro-batches, so each image's latent is independent of batch size."""
-        out = map_microbatches(lambda xx: torch.cat([v for v in self.encode_clean(xx) if v is not None], 1),
-                               [x], micro_batch)
+        out = map_microbatches(
+            lambda xx: torch.cat([v for v in self.encode_clean(xx) if v is not None], 1), [x], micro_batch
+        )
         if not self.learned_variance:
             return out, None
-        return out[:, : self.latent_channels], out[:, self.latent_channels:]
+        return out[:, : self.latent_channels], out[:, self.latent_channels :]
 
 
 def _stratified_t(n: int, gen: torch.Generator) -> torch.Tensor:
@@ -117,16 +161,40 @@ def _stratified_t(n: int, gen: torch.Generator) -> torch.Tensor:
 def build_stage1(cfg: ULConfig, num_classes: int = 0) -> UnifiedLatents:
     """Build encoder, prior and decoder networks from a ULConfig (tiny ≈ 0.5M parameters)."""
     c = cfg.latent_channels
-    encoder = Encoder(3, 2 * c if cfg.learned_variance else c, cfg.encoder_levels(), cfg.num_blocks,
-                      cfg.encoder_patch_size)
-    prior = Denoiser(c, cfg.prior_channels, cfg.num_blocks, emb_dim=cfg.emb_dim, prediction=cfg.prior_prediction,
-                     logsnr_map=cfg.learned_variance)
-    decoder = Denoiser(3, cfg.decoder_channels, cfg.num_blocks, cond_channels=2 * c if cfg.learned_variance else c,
-                       emb_dim=cfg.emb_dim, num_classes=num_classes, prediction=cfg.decoder_prediction,
-                       patch_size=cfg.decoder_patch_size)
+    encoder = Encoder(
+        3, 2 * c if cfg.learned_variance else c, cfg.encoder_levels(), cfg.num_blocks, cfg.encoder_patch_size
+    )
+    prior = Denoiser(
+        c,
+        cfg.prior_channels,
+        cfg.num_blocks,
+        emb_dim=cfg.emb_dim,
+        prediction=cfg.prior_prediction,
+        logsnr_map=cfg.learned_variance,
+    )
+    decoder = Denoiser(
+        3,
+        cfg.decoder_channels,
+        cfg.num_blocks,
+        cond_channels=2 * c if cfg.learned_variance else c,
+        emb_dim=cfg.emb_dim,
+        num_classes=num_classes,
+        prediction=cfg.decoder_prediction,
+        patch_size=cfg.decoder_patch_size,
+    )
     prior_schedule = Schedule(cfg.prior_schedule, cfg.lambda_min, cfg.lambda0)
     shift = resolution_shift(cfg.resolution) if cfg.pixel_resolution_shift else 0.0
     pixel_schedule = Schedule("cosine", cfg.pixel_logsnr_min, cfg.pixel_logsnr_max, shift)
-    return UnifiedLatents(encoder, prior, decoder, prior_schedule, pixel_schedule, cfg.downsample_factor, c,
-                          c_lf=cfg.c_lf, bias_b=cfg.bias_b, separate_prior=cfg.separate_prior,
-                          learned_variance=cfg.learned_variance)
+    return UnifiedLatents(
+        encoder,
+        prior,
+        decoder,
+        prior_schedule,
+        pixel_schedule,
+        cfg.downsample_factor,
+        c,
+        c_lf=cfg.c_lf,
+        bias_b=cfg.bias_b,
+        separate_prior=cfg.separate_prior,
+        learned_variance=cfg.learned_variance,
+    )

@@ -1,13 +1,13 @@
 """DDIM / ancestral samplers in log-SNR with per-sample seeds (UL-SPEC §6; DDIM, VDM, edm2).
 
 Sample i depends only on seeds[i]: every sample owns a torch.Generator (edm2's StackedRandomGenerator) and the
-network runs on fixed-size micro-batches (the last one padded), because CPU convolutions give slightly different
-floats at different batch sizes. So outputs never depend on how callers batch them.
+network runs on fixed-size micro-batches (the last one padded), because CPU convolutions give slightly
+different floats at different batch sizes. So outputs never depend on how callers batch them.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -30,9 +30,10 @@ class StackedRandomGenerator:
         return torch.stack([torch.randn(tuple(shape), generator=g, dtype=dtype) for g in self.generators])
 
 
-def map_microbatches(fn: Callable[..., torch.Tensor], tensors: Sequence[torch.Tensor | None],
-                     micro_batch: int) -> torch.Tensor:
-    """Apply `fn` to fixed-size chunks (last one padded by repeating its final row), so rows are batch-invariant."""
+def map_microbatches(
+    fn: Callable[..., torch.Tensor], tensors: Sequence[torch.Tensor | None], micro_batch: int
+) -> torch.Tensor:
+    """Apply `fn` to fixed-size chunks (the last padded with its final row): rows become batch-invariant."""
     n = next(t.shape[0] for t in tensors if t is not None)
     outs = []
     for start in range(0, n, micro_batch):
@@ -59,13 +60,23 @@ def logsnr_grid(schedule: Schedule, steps: int, logsnr_max: float | None = None)
 
 
 @torch.no_grad()
-def sample(eps_fn: CondEpsFn, shape: Sequence[int], seeds: Sequence[int] | torch.Tensor, schedule: Schedule,
-           steps: int, cond: torch.Tensor | None = None, eta: float = 0.0, clip_x: float | None = None,
-           return_noisy: bool = False, micro_batch: int = 16, stream: int = SAMPLER_STREAM) -> torch.Tensor:
+def sample(
+    eps_fn: CondEpsFn,
+    shape: Sequence[int],
+    seeds: Sequence[int] | torch.Tensor,
+    schedule: Schedule,
+    steps: int,
+    cond: torch.Tensor | None = None,
+    eta: float = 0.0,
+    clip_x: float | None = None,
+    return_noisy: bool = False,
+    micro_batch: int = 16,
+    stream: int = SAMPLER_STREAM,
+) -> torch.Tensor:
     """DDIM (eta=0) or ancestral (eta=1) sampling from λ_min to λ_max (Song et al. 2021; VDM eq. 32).
 
-    `eps_fn(z_t, logsnr, cond)` returns ε̂; `shape` is per sample. Returns the denoised x̂ at the last step, or with
-    `return_noisy` the sample z at λ_max itself (the noisy latent z₀ at λ₀ in stage 2, UL-SPEC §2).
+    `eps_fn(z_t, logsnr, cond)` returns ε̂; `shape` is per sample. Returns the denoised x̂ at the last step, or
+    with `return_noisy` the sample z at λ_max itself (the noisy latent z₀ at λ₀ in stage 2, UL-SPEC §2).
     """
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must lie in [0, 1] (0 = DDIM, 1 = ancestral), got {eta}")
@@ -89,12 +100,12 @@ def sample(eps_fn: CondEpsFn, shape: Sequence[int], seeds: Sequence[int] | torch
                 eps_hat = (z - float(alpha_t) * x_hat) / float(sigma_t)
             if i == steps - 1 and not return_noisy:
                 break
-            # posterior q(z_s | z_t, x̂): variance c·σ_s² with c = 1 − e^{λ_t − λ_s}; eta interpolates DDIM ↔ ancestral
+            # posterior q(z_s|z_t, x̂): variance c·σ_s², c = 1 − e^{λ_t − λ_s}; eta: DDIM ↔ ancestral
             c = float(-torch.expm1(lam_t - lam_s))
-            var = (eta ** 2) * c * float(sigma_s) ** 2
+            var = (eta**2) * c * float(sigma_s) ** 2
             dir_scale = max(float(sigma_s) ** 2 - var, 0.0) ** 0.5
             noise = gen.randn(shape) if eta > 0 else 0.0
-            z = float(alpha_s) * x_hat + dir_scale * eps_hat + var ** 0.5 * noise
+            z = float(alpha_s) * x_hat + dir_scale * eps_hat + var**0.5 * noise
         return z if return_noisy else x_hat
 
     return map_microbatches(run, [rng_seeds, cond], micro_batch)

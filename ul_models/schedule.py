@@ -31,7 +31,7 @@ def _t_of_cosine(logsnr: torch.Tensor, shift: float) -> torch.Tensor:
 
 
 def logsnr_cosine(t: torch.Tensor, logsnr_min, logsnr_max, shift: float = 0.0) -> torch.Tensor:
-    """Shifted cosine log-SNR −2·log(tan(π t/2)) + shift, truncated to [λ_min, λ_max] by an affine map of t."""
+    """Shifted cosine log-SNR −2·log(tan(π t/2)) + shift, truncated to [λ_min, λ_max] by affine map of t."""
     t = torch.as_tensor(t)
     lo = _t_of_cosine(torch.as_tensor(logsnr_max, dtype=t.dtype), shift)
     hi = _t_of_cosine(torch.as_tensor(logsnr_min, dtype=t.dtype), shift)

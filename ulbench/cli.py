@@ -233,5 +233,4 @@ def ls_cmd():
     click.echo("suites:\n" + "".join(f"  {s}\n" for s in suites) if suites else "suites: (none yet)")
 
 
-if __name__ == "__main__":
-    main()
+from ulbench import cli_run  # noqa: E402,F401  (registers run, train, flops, report, check)

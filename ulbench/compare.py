@@ -34,9 +34,9 @@ def latest_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def format_value(value: float | None, stderr: float | None) -> str:
     """'12.34 ± 0.05' with 4 significant digits."""
-    if value is None:
+    if value is None or value != value:
         return "–"
-    return f"{value:.4g}" + (f" ± {stderr:.2g}" if stderr is not None else "")
+    return f"{value:.4g}" + (f" ± {stderr:.2g}" if stderr is not None and stderr == stderr else "")
 
 
 def pivot(rows: list[dict[str, Any]], metrics: list[str] | None = None):
@@ -47,7 +47,8 @@ def pivot(rows: list[dict[str, Any]], metrics: list[str] | None = None):
     df = df.assign(cell=[format_value(v, s) if st == "ok" else f"skipped: {rs}"
                          for v, s, st, rs in zip(df["value"], df["stderr"], df["status"], df["reason"])])
     arrows = {m: ("↑" if h else "↓") for m, h in zip(df["metric"], df["higher_is_better"])}
-    labels = {m: (lbl or m) for m, lbl in zip(df["metric"], df["label"])}
+    labels = {m: (lbl or m) for m, lbl, st in zip(df["metric"], df["label"], df["status"]) if st == "ok"}
+    labels.update({m: m for m in df["metric"] if m not in labels})
     table = df.pivot_table(index="system", columns="metric", values="cell", aggfunc="first")
     return table.rename(columns={m: f"{labels[m]} {arrows[m]}" for m in table.columns})
 

@@ -140,3 +140,59 @@ def ref_name(dataset_info: dict[str, Any], detector_prov: dict[str, Any], n: int
              f"res{dataset_info['resolution']}", detector_prov["detector"],
              detector_prov["detector_weights_sha256"][:12], detector_prov["resize"].replace(" ", "_"), f"n{n}"]
     return "__".join(parts)
+
+
+def reference_stats(dataset: Any, detector: Any, batch_size: int = 64):
+    """Reference statistics of a dataset split (features cached on disk), as fid.ReferenceStats."""
+    from ulbench.feature_cache import RealFeatureCache
+    from ulbench.metrics.fid import ReferenceStats
+
+    cache = RealFeatureCache(dataset, detector)
+    idx = np.arange(len(dataset))
+    feats = cache.lookup(idx)
+    if feats is None:
+        feats = dataset_features(dataset, detector, batch_size)
+        cache.store(idx, feats)
+        cache.save()
+    mu, sigma = stats_of(feats).mean_cov()
+    prov = {**{k: dataset.info().get(k) for k in ("dataset", "split", "resolution")}, "n": len(feats)}
+    return ReferenceStats(mu, sigma, len(feats), prov)
+
+
+def eval_generator(generator: Any, ref_dataset: Any, detector: Any, num_samples: int, batch_size: int = 64,
+                   seed: int = 0, rank: int = 0, world_size: int = 1, progress: bool = False,
+                   system: str | None = None) -> list[ResultRow]:
+    """gFID: `num_samples` samples (per-index seeds, labels from the training class frequencies) against the
+    reference split's statistics, through the same Fréchet engine as rFID."""
+    import torch
+    from tqdm import tqdm
+
+    from ulbench import dist
+    from ulbench.harness import per_index_seeds
+    from ulbench.metrics.fid import FID
+
+    t0 = time.perf_counter()
+    ref = reference_stats(ref_dataset, detector, batch_size)
+    metric = FID(detector=detector, reference=ref, name="gfid")
+    _, labels = ref_dataset.get(np.arange(len(ref_dataset)))
+    counts = np.bincount(labels.numpy(), minlength=max(1, ref_dataset.num_classes)).astype(np.float64)
+    class_probs = counts / counts.sum()
+    indices = shard_indices(num_samples, rank, world_size)
+    for start in tqdm(range(0, len(indices), batch_size), desc="gen", disable=not progress, leave=False):
+        chunk = indices[start:start + batch_size]
+        with torch.inference_mode():
+            x = generator.sample(per_index_seeds(chunk, seed), class_probs=class_probs)
+        metric.update(Batch(indices=chunk, x_fake=x))
+    if world_size > 1:
+        dist.all_reduce_metrics([metric], len(indices))
+    values = compute_all([metric])
+    info = generator.info()
+    config = {"generator": info, "reference": ref.provenance, "num_samples": num_samples, "seed": seed}
+    prov = run_provenance({"dataset": ref_dataset.info()["dataset"], "split": "generated",
+                           "resolution": ref_dataset.resolution}, {
+        "system_info": info, "seed": seed, "seeds": "per sample: (seed << 32) + sample index",
+        "labels": "per sample from the reference split's class frequencies", "batch_size": batch_size,
+        "world_size": world_size, "config_hash": config_hash(config),
+        "wall_time_s": round(time.perf_counter() - t0, 3)})
+    run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{config_hash(config)}"
+    return rows_from_values(values, system or generator.name, run_id, prov)

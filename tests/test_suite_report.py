@@ -1,0 +1,138 @@
+"""Suites (config, run, reuse), reports (Markdown, HTML in headless Chromium) and the CI regression gate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ulbench.cli import main
+from ulbench.config import load_suite
+
+MINI = """
+include: [{common}]
+description: "test suite"
+eval: {{num_eval: 48, num_gen: 48, sample_steps: 2, decode_steps: 2}}
+defaults:
+  base: {{steps: 3, checkpoint_every: 3, batch_size: 16, channels: [16, 32]}}
+runs:
+  - {{name: pixel, system: pixel, label: "pixel <b>diffusion</b>"}}
+  - {{name: jpeg-q10, system: jpeg, space: jpeg-q10}}
+  - {{name: jpeg-q50, system: jpeg, space: jpeg-q50}}
+"""
+
+
+@pytest.fixture(scope="module")
+def mini_run(tmp_path_factory):
+    from ulbench.config import SUITES_DIR
+
+    root = tmp_path_factory.mktemp("suite")
+    suite = root / "mini.yaml"
+    suite.write_text(MINI.format(common=SUITES_DIR / "_common.yaml"))
+    out = root / "out"
+    res = CliRunner().invoke(main, ["run", "--suite", str(suite), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    return suite, out, res
+
+
+def test_suites_resolve_with_include_sweep_and_set():
+    s = load_suite("bitrate", ["defaults.stage1.steps=7"])
+    names = [r.name for r in s.runs]
+    assert "clf-b-c_lf30-bias_b2" in names and len([n for n in names if n.startswith("clf-b")]) == 9
+    assert all(r.stage1.get("steps") == 7 for r in s.runs if r.system == "ul")
+    assert s.eval.detector == "proxy" and s.data == "embedded"
+    assert load_suite("ablations").config_hash() != load_suite("ablations", ["eval.num_gen=10"]).config_hash()
+    with pytest.raises(ValueError, match="Did you mean 'ablations'"):
+        load_suite("ablation")
+    with pytest.raises(ValueError, match="unknown eval keys"):
+        load_suite("smoke", ["eval.nmu_gen=3"])
+
+
+def test_dry_run_lists_runs():
+    res = CliRunner().invoke(main, ["run", "--suite", "ablations", "--dry-run", "--out", "/nonexistent/x"])
+    assert res.exit_code == 0, res.output
+    plan = json.loads(res.output)
+    assert [r["run"] for r in plan["runs"]] == ["baseline", "separate-prior", "noisy-latents", "learned-variance",
+                                                 "other-data", "single-stage"]
+    assert {r["action"] for r in plan["runs"]} == {"run"}
+
+
+def test_suite_rows_table_and_reuse(mini_run):
+    suite, out, res = mini_run
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    metrics = {(r["system"], r["metric"]): r for r in rows}
+    assert metrics[("pixel", "gfid")]["status"] == "ok" and metrics[("pixel", "gfid")]["proxy"] is True
+    assert metrics[("jpeg-q10", "gfid")]["status"] == "skipped"
+    assert metrics[("pixel", "bpp")]["value"] == 24.0
+    assert metrics[("pixel", "train_flops")]["value"] > 0 and metrics[("jpeg-q10", "train_flops")]["value"] == 0
+    assert "[proxy]" in res.output
+    again = CliRunner().invoke(main, ["run", "--suite", str(suite), "--out", str(out), "--no-report"])
+    assert again.exit_code == 0 and again.output.count("reusing finished run") == 3
+
+
+def test_report_markdown_html_escaped(mini_run):
+    _, out, _ = mini_run
+    md, html = (out / "report.md").read_text(), (out / "report.html").read_text()
+    assert "PROXY" in md and "rate-distortion" in md and "## Provenance" in md
+    assert "pixel &lt;b&gt;diffusion&lt;/b&gt;" in html and "<b>diffusion</b>" not in html
+    assert html.count("data:image/png;base64,") >= 3  # rate-distortion, cost-quality, sample grids
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_report_renders_in_headless_chromium(mini_run, tmp_path):
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it with apt-get)")
+    _, out, _ = mini_run
+    shot = tmp_path / "shot.png"
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,2400", f"--screenshot={shot}",
+           f"file://{out / 'report.html'}"]
+    subprocess.run(cmd, capture_output=True, timeout=120)
+    dom = subprocess.run([*cmd[:-2], "--dump-dom", f"file://{out / 'report.html'}"], capture_output=True,
+                         text=True, timeout=120).stdout
+    assert "<table" in dom and dom.count("<img") >= 3 and "Provenance" in dom
+    from PIL import Image
+
+    img = Image.open(shot).convert("L")
+    extrema = img.getextrema()
+    assert extrema[1] - extrema[0] > 100, "screenshot is blank"
+    hist = img.histogram()
+    assert max(hist) / sum(hist) < 0.97, "page is (almost) one colour"
+
+
+def test_check_passes_on_baseline_and_fails_on_worse(mini_run, tmp_path):
+    _, out, _ = mini_run
+    results = out / "results.jsonl"
+    base = tmp_path / "baseline.json"
+    r = CliRunner().invoke(main, ["check", str(results), "--baseline", str(base), "--update"])
+    assert r.exit_code == 0 and base.exists()
+    assert CliRunner().invoke(main, ["check", str(results), "--baseline", str(base)]).exit_code == 0
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    for row in rows:
+        if row["system"] == "jpeg-q50" and row["metric"] == "psnr":
+            row["value"] -= 3.0  # a deliberately worse reconstruction
+    worse = tmp_path / "worse.jsonl"
+    worse.write_text("".join(json.dumps(x) + "\n" for x in rows))
+    r = CliRunner().invoke(main, ["check", str(worse), "--baseline", str(base)])
+    assert r.exit_code == 1 and "regressed" in r.output and "jpeg-q50/psnr" in r.output
+    for row in rows:
+        row["provenance"]["detector"] = "inception-v3-compat"
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps(x) + "\n" for x in rows))
+    r = CliRunner().invoke(main, ["check", str(other), "--baseline", str(base)])
+    assert r.exit_code == 2 and "different provenance" in r.output
+
+
+def test_committed_smoke_baseline_is_valid():
+    path = Path(__file__).resolve().parent.parent / "reports" / "baselines" / "smoke.json"
+    data = json.loads(path.read_text())
+    assert data["format"] == "ulbench-baseline/1" and any(k.endswith("/bpp") for k in data["metrics"])

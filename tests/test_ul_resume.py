@@ -1,0 +1,91 @@
+"""Exact resume: a SIGKILLed-then-resumed stage-1 run ends bit-identical to an uninterrupted one."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from ul_models.config import ULConfig
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = dict(
+    resolution=16,
+    encoder_channels=(8, 16),
+    prior_channels=(16,),
+    decoder_channels=(16,),
+    emb_dim=16,
+    steps=8,
+    batch_size=4,
+    warmup_steps=2,
+    eval_every=4,
+    checkpoint_every=3,
+    eval_images=4,
+    eval_draws=4,
+    decode_steps=3,
+    num_threads=1,
+)
+
+CHILD = textwrap.dedent("""
+    import json, os, signal, sys
+    import ul_models.train as T
+    from ul_models.config import ULConfig
+    run_dir, cfg_json, kill_at, resume = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
+    if kill_at >= 0:
+        original = T.train_step
+        def killing_step(model, ema, opt, x, step, cfg):
+            if step == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return original(model, ema, opt, x, step, cfg)
+        T.train_step = killing_step
+    T.train_stage1(ULConfig.from_dict(json.loads(cfg_json)), run_dir, resume=resume, progress=False)
+""")
+
+
+def _child(tmp_path: Path, run_dir: Path, cfg: ULConfig, kill_at: int = -1, resume: bool = False) -> int:
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(run_dir),
+            json.dumps(cfg.to_dict()),
+            str(kill_at),
+            "1" if resume else "0",
+        ],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if proc.returncode not in (0, -signal.SIGKILL):
+        raise AssertionError(proc.stderr)
+    return proc.returncode
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    with safe_open(str(path / "checkpoint.safetensors"), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}
+
+
+def test_sigkilled_then_resumed_run_matches_uninterrupted(tmp_path):
+    cfg = ULConfig.preset("tiny", **TINY)
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert _child(tmp_path, straight, cfg) == 0
+    assert _child(tmp_path, killed, cfg, kill_at=4) == -signal.SIGKILL  # dies in step 5, checkpoint at 3
+    assert json.loads((killed / "checkpoint.json").read_text())["step"] == 3
+    assert _child(tmp_path, killed, cfg, resume=True) == 0
+    a, b = _tensors(straight), _tensors(killed)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert (straight / "log.jsonl").read_text() == (killed / "log.jsonl").read_text()

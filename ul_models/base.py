@@ -1,0 +1,315 @@
+"""Stage 2: a class-conditional diffusion base model over any LatentSpace's latents (UL-SPEC §6).
+
+UL: the base model's data is z_clean and its minimum noise is λ₀, so its sample at λ₀ *is* z₀, which the UL
+decoder turns into pixels. SD-VAE and pixels: the base model denoises normalised latents / pixels to λ_max = 10.
+The same network family and training loop serve all three, so costs and qualities compare.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ul_models.losses import decoder_loss, mix_seed
+from ul_models.nets import Denoiser, count_params
+from ul_models.sampler import sample
+from ul_models.schedule import Schedule, alpha_sigma, resolution_shift
+from ul_models.train import _atomic_write, batch_indices, to_uint8
+
+BASE_CHECKPOINT = "base.safetensors"
+BASE_CONFIG = "base_config.json"
+LABEL_STREAM, NOISE_STREAM = 41, 43  # seed streams of generation (labels, UL channel noise)
+
+
+@dataclass(frozen=True)
+class BaseConfig:
+    """Stage-2 base model: what it models (space) and how it trains; `config_hash()` names it."""
+
+    space: str  # registry spec of the latent space: ul:RUN_DIR | sd-vae-tiny:RUN_DIR | pixel | ...
+    data: str = "embedded"  # training images (class labels are used when the data has them)
+    resolution: int = 32
+    channels: tuple[int, ...] = (48, 96)  # UNet levels
+    num_blocks: int = 1  # residual blocks per level
+    emb_dim: int = 64  # log-SNR / label embedding width
+    patch_size: int = 0  # 0: auto (2 for 32×32 pixels, 1 for latents)
+    prediction: str = "auto"  # auto: v for pixels, eps for latents
+    logsnr_min: float = -10.0  # most noise
+    bias_b: float = 0.0  # sigmoid weighting w(λ) = sigmoid(b − λ) of the ε-form loss [ours: 0]
+    class_conditional: bool = True
+    steps: int = 600
+    batch_size: int = 64
+    lr: float = 2e-3
+    warmup_steps: int = 50
+    grad_clip: float = 1.0
+    ema: float = 0.99
+    seed: int = 0
+    checkpoint_every: int = 200
+    num_threads: int = 2
+
+    def config_hash(self) -> str:
+        """sha256 (12 hex) of the canonical JSON config."""
+        from ulbench.results import config_hash
+
+        return config_hash(dataclasses.asdict(self))
+
+
+class LatentTarget:
+    """How a space's latents are presented to the base model and turned back into decoder input."""
+
+    def __init__(self, space: Any):
+        self.space = space
+        self.kind = "ul" if type(space).__name__ == "ULSpace" else "generic"
+        self.learned_variance = self.kind == "ul" and space.cfg.learned_variance
+        if self.kind == "ul" and not self.learned_variance:
+            self.logsnr_max, self.return_noisy = float(space.model.lambda0), True  # sample at λ₀ is z₀ (§6)
+        else:
+            self.logsnr_max, self.return_noisy = 10.0, False
+
+    @torch.no_grad()
+    def data(self, x_uint8: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        """The base model's clean data for images: z_clean (UL), [z_clean, (λ_e − λ₀)/10] (learned variance),
+        or the space's own normalised latents."""
+        if self.kind == "ul":
+            z_clean, logsnr_e = self.space.model.encode_batched(x_uint8.float() / 127.5 - 1, 16)
+            if logsnr_e is None:
+                return z_clean
+            return torch.cat([z_clean, (logsnr_e - self.space.model.lambda0) / 10.0], dim=1)
+        return self.space.encode(x_uint8, seeds).float()
+
+    def to_space(self, z: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        """Base-model output -> what `space.decode` takes (learned variance: re-noise through the channel)."""
+        if not self.learned_variance:
+            return z
+        model = self.space.model
+        c = model.latent_channels
+        z_clean = z[:, :c]
+        lo = model.prior_schedule.logsnr_min
+        logsnr_e = (model.lambda0 + 10.0 * z[:, c:]).clamp(lo, model.lambda0)
+        noise = torch.stack([torch.randn(z_clean.shape[1:], generator=torch.Generator().manual_seed(
+            mix_seed(int(s), NOISE_STREAM))) for s in seeds])
+        alpha, sigma = alpha_sigma(logsnr_e)
+        return torch.cat([alpha * z_clean + sigma * noise, logsnr_e], dim=1)
+
+
+def build_base(cfg: BaseConfig, data_shape: tuple[int, int, int], num_classes: int, logsnr_max: float):
+    """The denoiser and its schedule (resolution shift of simple diffusion for pixel-sized data)."""
+    c, h, _ = data_shape
+    pixels = h == cfg.resolution
+    patch = cfg.patch_size or (2 if pixels and h >= 32 else 1)
+    prediction = cfg.prediction if cfg.prediction != "auto" else ("v" if pixels else "eps")
+    net = Denoiser(c, cfg.channels, cfg.num_blocks, emb_dim=cfg.emb_dim,
+                   num_classes=num_classes if cfg.class_conditional else 0, prediction=prediction,
+                   patch_size=patch)
+    shift = resolution_shift(h) if pixels else 0.0
+    return net, Schedule("cosine", cfg.logsnr_min, logsnr_max, shift)
+
+
+def _save(run_dir: Path, net, ema, opt, step: int, meta: dict[str, Any]) -> None:
+    tensors = {f"net.{k}": v.detach().contiguous() for k, v in net.state_dict().items()}
+    tensors.update({f"ema.{k}": v.detach().contiguous() for k, v in ema.state_dict().items()})
+    opt_state = opt.state_dict()
+    for idx, st in opt_state["state"].items():
+        for key, value in st.items():
+            tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value).detach().contiguous()
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in opt_state["param_groups"]]
+    state = {**meta, "step": step, "param_groups": groups}
+    _atomic_write(run_dir / BASE_CHECKPOINT,
+                  lambda p: save_file(tensors, str(p), metadata={"state": json.dumps(state)}))
+
+
+def _load(run_dir: Path, net=None, ema=None, opt=None) -> dict[str, Any]:
+    with safe_open(str(run_dir / BASE_CHECKPOINT), framework="pt") as f:
+        state = json.loads(f.metadata()["state"])
+        keys = list(f.keys())
+        for prefix, module in (("net.", net), ("ema.", ema)):
+            if module is not None:
+                module.load_state_dict({k[len(prefix):]: f.get_tensor(k) for k in keys if k.startswith(prefix)})
+        if opt is not None:
+            per: dict[int, dict[str, torch.Tensor]] = {}
+            for k in keys:
+                if k.startswith("optim."):
+                    _, idx, name = k.split(".", 2)
+                    per.setdefault(int(idx), {})[name] = f.get_tensor(k)
+            groups = [{**g, "params": og["params"]}
+                      for g, og in zip(state["param_groups"], opt.state_dict()["param_groups"])]
+            opt.load_state_dict({"state": per, "param_groups": groups})
+    return state
+
+
+def train_base(cfg: BaseConfig, run_dir: str | Path, resume: bool = True, progress: bool = True,
+               space: Any = None) -> dict[str, Any]:
+    """Train the base model on the space's latents of the training split (sigmoid-weighted ELBO, §6)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.num_threads)
+    try:
+        return _train_base(cfg, Path(run_dir), resume, progress, space)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_base(cfg: BaseConfig, run_dir: Path, resume: bool, progress: bool, space: Any) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from ulbench.data import load_dataset
+    from ulbench.registry import SPACES
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    space = space if space is not None else SPACES.build(cfg.space)
+    target = LatentTarget(space)
+    ds = load_dataset(cfg.data, split="train", resolution=cfg.resolution)
+    x, labels = ds.get(np.arange(len(ds)))
+    x = torch.cat([x, x.flip(-1)])  # horizontal flips, encoded once
+    labels = torch.cat([labels, labels])
+    seeds = torch.arange(len(x), dtype=torch.int64)
+    t0 = time.perf_counter()
+    data = torch.cat([target.data(x[i:i + 256], seeds[i:i + 256]) for i in range(0, len(x), 256)])
+    encode_s = time.perf_counter() - t0
+    num_classes = ds.num_classes if cfg.class_conditional else 0
+    net, schedule = build_base(cfg, tuple(data.shape[1:]), num_classes, target.logsnr_max)
+    ema = build_base(cfg, tuple(data.shape[1:]), num_classes, target.logsnr_max)[0]
+    ema.load_state_dict(net.state_dict())
+    ema.requires_grad_(False)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=0.0)
+    meta = {"config": dataclasses.asdict(cfg), "config_hash": cfg.config_hash(), "data_shape": list(data.shape[1:]),
+            "num_classes": num_classes, "logsnr_max": target.logsnr_max, "return_noisy": target.return_noisy,
+            "data_std": float(data.std()), "params": count_params(net), "space_info_hash":
+            space.info().get("config_hash")}
+    step = 0
+    if resume and (run_dir / BASE_CHECKPOINT).exists():
+        state = _load(run_dir, net, ema, opt)
+        if state["config_hash"] != cfg.config_hash() and \
+                dataclasses.replace(BaseConfig(**{**state["config"], "channels": tuple(state["config"]["channels"])}),
+                                    steps=cfg.steps).config_hash() != cfg.config_hash():
+            raise ValueError(f"{run_dir}: base checkpoint has another config; use a new run directory")
+        step = int(state["step"])
+    _atomic_write(run_dir / BASE_CONFIG, lambda p: p.write_text(json.dumps(meta, indent=1, default=str)))
+    log = open(run_dir / "base_log.jsonl", "a")
+    bar = tqdm(total=cfg.steps, initial=step, desc="base", disable=not progress, leave=False)
+    net.train()
+    t_train = time.perf_counter()
+    while step < cfg.steps:
+        idx = torch.as_tensor(batch_indices(step, cfg.batch_size, len(data), cfg.seed))
+        gen = torch.Generator().manual_seed(mix_seed(cfg.seed, 2_000_000 + step))
+        z = data[idx]
+        lab = labels[idx] if num_classes else None
+        t = (torch.rand((), generator=gen) + torch.arange(len(z)) / len(z)) % 1.0
+        eps = torch.randn(z.shape, generator=gen)
+        terms = decoder_loss(lambda z_t, lam: net.eps(z_t, lam, None, lab), z, t, eps, schedule,  # noqa: B023
+                             cfg.bias_b)
+        loss = terms["dec"].mean() / z[0].numel()
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"base model: non-finite loss at step {step}; last good checkpoint kept in {run_dir}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+        opt.step()
+        with torch.no_grad():
+            for pe, p in zip(ema.parameters(), net.parameters()):
+                pe.lerp_(p, 1.0 - cfg.ema)
+        step += 1
+        bar.update(1)
+        if step % 50 == 0 or step == cfg.steps:
+            log.write(json.dumps({"step": step, "loss_nats_per_dim": float(loss.detach()),
+                                  "elbo_nats": float(terms["dec_elbo"].detach().mean())}) + "\n")
+            log.flush()
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            _save(run_dir, net, ema, opt, step, meta)
+    bar.close()
+    log.close()
+    return {"run_dir": str(run_dir), "steps": step, "samples_seen": step * cfg.batch_size,
+            "params": count_params(net), "encode_s": encode_s, "train_s": time.perf_counter() - t_train}
+
+
+class BaseGenerator:
+    """Generator: base-model sample (per-sample seeds and labels) decoded by the space (UL-SPEC §6)."""
+
+    def __init__(self, run_dir: str | Path, space: Any = None, steps: int = 32, decode_steps: int | None = None):
+        from ulbench.registry import SPACES
+
+        run_dir = Path(run_dir)
+        if not (run_dir / BASE_CHECKPOINT).exists():
+            raise ValueError(f"{run_dir}: no {BASE_CHECKPOINT}; train a base model with `ulbench train base`")
+        meta = json.loads((run_dir / BASE_CONFIG).read_text())
+        self.cfg = BaseConfig(**{**meta["config"], "channels": tuple(meta["config"]["channels"])})
+        self.space = space if space is not None else SPACES.build(self.cfg.space)
+        self.target = LatentTarget(self.space)
+        self.net, self.schedule = build_base(self.cfg, tuple(meta["data_shape"]), meta["num_classes"],
+                                             meta["logsnr_max"])
+        self.trained_steps = int(_load(run_dir, ema=self.net)["step"])
+        self.net.eval()
+        self.meta, self.steps, self.decode_steps, self.run_dir = meta, steps, decode_steps, str(run_dir)
+        self.name = f"base[{getattr(self.space, 'name', self.cfg.space)}]"
+
+    def labels_for(self, seeds: torch.Tensor, class_probs: np.ndarray | None) -> torch.Tensor | None:
+        """One label per seed drawn from the training class frequencies (per-seed, batch-independent)."""
+        if not self.meta["num_classes"]:
+            return None
+        k = self.meta["num_classes"]
+        p = class_probs if class_probs is not None else np.full(k, 1.0 / k)
+        return torch.tensor([np.random.default_rng(mix_seed(int(s), LABEL_STREAM)).choice(k, p=p) for s in seeds])
+
+    @torch.no_grad()
+    def sample(self, seeds: torch.Tensor, steps: int | None = None, labels: torch.Tensor | None = None,
+               class_probs: np.ndarray | None = None) -> torch.Tensor:
+        """uint8 NCHW samples; sample i depends only on seeds[i] (and labels[i])."""
+        seeds = torch.as_tensor(seeds, dtype=torch.int64)
+        if labels is None:
+            labels = self.labels_for(seeds, class_probs)
+        shape = tuple(self.meta["data_shape"])
+        cond = labels.float() if labels is not None else None
+        z = sample(lambda z_t, lam, c: self.net.eps(z_t, lam, None, None if c is None else c.long()),
+                   shape, seeds, self.schedule, steps or self.steps, cond=cond,
+                   return_noisy=self.target.return_noisy, clip_x=1.0 if self._pixels else None, micro_batch=16)
+        z = self.target.to_space(z, seeds)
+        if self._pixels:
+            return to_uint8(z)
+        return self.space.decode(z, seeds, self.decode_steps)
+
+    @property
+    def _pixels(self) -> bool:
+        return type(self.space).__name__ == "PixelSpace"
+
+    def info(self) -> dict[str, Any]:
+        """Base-model provenance."""
+        return {"generator": self.name, "base_config_hash": self.cfg.config_hash(), "trained_steps":
+                self.trained_steps, "sample_steps": self.steps, "decode_steps": self.decode_steps,
+                "params": count_params(self.net), "run_dir": self.run_dir,
+                "logsnr_max": self.meta["logsnr_max"], "sample_is_z0": self.meta["return_noisy"]}
+
+
+class PriorGenerator:
+    """Single-stage generation [ours]: the jointly trained stage-1 prior is the base model; its sample at λ₀ is z₀
+    (UL-SPEC §7 "single stage"; unconditional, since the prior sees no labels)."""
+
+    def __init__(self, space: Any, steps: int = 32, decode_steps: int | None = None):
+        if type(space).__name__ != "ULSpace" or space.cfg.learned_variance:
+            raise ValueError("single-stage generation needs a UL space with a fixed-variance encoder")
+        self.space, self.steps, self.decode_steps = space, steps, decode_steps
+        self.name = "prior[ul]"
+
+    @torch.no_grad()
+    def sample(self, seeds: torch.Tensor, steps: int | None = None, labels: torch.Tensor | None = None,
+               class_probs: np.ndarray | None = None) -> torch.Tensor:
+        """Prior sample z₀ (λ_min → λ₀), decoded to uint8 NCHW."""
+        model = self.space.model
+        c, f, d = model.latent_channels, model.downsample_factor, self.space.cfg.resolution
+        z0 = sample(lambda z_t, lam, _c: model.prior.eps(z_t, lam), (c, d // f, d // f),
+                    torch.as_tensor(seeds, dtype=torch.int64), model.prior_schedule, steps or self.steps,
+                    return_noisy=True, micro_batch=16)
+        return self.space.decode(z0, torch.as_tensor(seeds), self.decode_steps)
+
+    def info(self) -> dict[str, Any]:
+        """Provenance of the prior-as-base generator."""
+        return {"generator": self.name, "sample_steps": self.steps, "decode_steps": self.decode_steps,
+                "params": count_params(self.space.model.prior), "sample_is_z0": True}

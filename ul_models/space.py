@@ -1,0 +1,164 @@
+"""Unified Latents as a ulbench LatentSpace: uint8 NCHW in and out, bits from the prior bound (UL-SPEC §2-4).
+
+Registered as `ul:RUN_DIR` (ulbench/registry.py). All noise is drawn from per-image seeds and every network
+runs on fixed-size micro-batches, so results are identical whatever the batch size.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ul_models.config import ULConfig
+from ul_models.losses import mix_seed
+from ul_models.model import UnifiedLatents, build_stage1
+from ul_models.nets import count_params
+from ul_models.train import CHECKPOINT, load_checkpoint, to_uint8, to_unit
+
+ENCODER_STREAM = 1  # seed stream of the encoder noise ε in z₀ = α₀ z_clean + σ₀ ε
+BITS_STREAM = 3  # seed stream of the (t, ε) draws of the bits estimate
+
+
+def _check_uint8(x: torch.Tensor, seeds: torch.Tensor) -> None:
+    if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(
+            f"expected uint8 images (N, 3, H, W), got {x.dtype} {tuple(x.shape)}; "
+            "convert with (x * 255).round().to(torch.uint8)"
+        )
+    if len(seeds) != x.shape[0]:
+        raise ValueError(f"need one seed per image: {len(seeds)} seeds for {x.shape[0]} images")
+
+
+class ULSpace:
+    """LatentSpace of a trained stage-1 run: encode → z₀, decode → x̂, bits = L_prior/ln 2 (UL-SPEC §3)."""
+
+    name = "ul"
+
+    def __init__(
+        self,
+        model: UnifiedLatents,
+        cfg: ULConfig,
+        run_dir: str,
+        decode_steps: int,
+        bits_draws: int,
+        trained_steps: int,
+        micro_batch: int = 16,
+    ):
+        self.model = model.eval()  # EMA weights
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.decode_steps = decode_steps  # DDIM steps of the decoder sampler
+        self.bits_draws = bits_draws  # (t, ε) draws per image of the bits estimate
+        self.trained_steps = trained_steps
+        self.micro_batch = micro_batch  # fixed network batch (last chunk padded): batch-size invariance
+
+    def _latents(self, x_uint8: torch.Tensor, seeds: torch.Tensor):
+        z_clean, logsnr_e = self.model.encode_batched(to_unit(x_uint8), self.micro_batch)
+        noise = torch.stack(
+            [
+                torch.randn(
+                    z_clean.shape[1:],
+                    generator=torch.Generator().manual_seed(mix_seed(int(s), ENCODER_STREAM)),
+                )
+                for s in seeds
+            ]
+        )
+        return z_clean, logsnr_e, self.model.noisy_latent(z_clean, logsnr_e, noise)
+
+    @torch.no_grad()
+    def encode(self, x_uint8: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        """z₀ = α₀·E(x) + σ₀·ε, ε from each image's seed; learned variance appends the λ_e map."""
+        _check_uint8(x_uint8, seeds)
+        _, logsnr_e, z0 = self._latents(x_uint8, seeds)
+        return z0 if logsnr_e is None else torch.cat([z0, logsnr_e], dim=1)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, seeds: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        """Decoder sampler (DDIM in λ, `steps` or the default) from z₀ to uint8 NCHW images (UL-SPEC §6)."""
+        c = self.cfg.latent_channels
+        if z.ndim != 4 or z.shape[1] != (2 * c if self.cfg.learned_variance else c):
+            raise ValueError(f"expected latents (N, {c}, h, w) from encode(), got {tuple(z.shape)}")
+        if len(seeds) != z.shape[0]:
+            raise ValueError(f"need one seed per latent: {len(seeds)} seeds for {z.shape[0]} latents")
+        z0, logsnr_e = (z, None) if not self.cfg.learned_variance else (z[:, :c], z[:, c:])
+        x = self.model.decode(
+            z0.float(),
+            logsnr_e,
+            torch.as_tensor(seeds),
+            steps or self.decode_steps,
+            micro_batch=self.micro_batch,
+        )
+        return to_uint8(x)
+
+    @torch.no_grad()
+    def bits(self, x_uint8: torch.Tensor, seeds: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Per-image bits (float64) and standard error of the prior bound L_prior/ln 2 (UL-SPEC §3)."""
+        _check_uint8(x_uint8, seeds)
+        z_clean, logsnr_e = self.model.encode_batched(to_unit(x_uint8), self.micro_batch)
+        return self._bits(z_clean, logsnr_e, seeds)
+
+    def _bits(self, z_clean, logsnr_e, seeds) -> tuple[np.ndarray, np.ndarray]:
+        bit_seeds = torch.tensor([mix_seed(int(s), BITS_STREAM) for s in seeds], dtype=torch.int64)
+        nats, nats_se = self.model.prior_nats(z_clean, logsnr_e, bit_seeds, self.bits_draws)
+        return nats / math.log(2.0), nats_se / math.log(2.0)
+
+    @torch.no_grad()
+    def reconstruct(self, x_uint8: torch.Tensor, seeds: torch.Tensor):
+        """Encode, decode and measure bits in one pass: Reconstruction(x_hat, bits={"total"}, bits_stderr)."""
+        from ulbench.protocols import Reconstruction
+
+        _check_uint8(x_uint8, seeds)
+        z_clean, logsnr_e, z0 = self._latents(x_uint8, seeds)
+        x_hat = to_uint8(
+            self.model.decode(
+                z0, logsnr_e, torch.as_tensor(seeds), self.decode_steps, micro_batch=self.micro_batch
+            )
+        )
+        bits, bits_se = self._bits(z_clean, logsnr_e, seeds)
+        return Reconstruction(x_hat=x_hat, bits={"total": bits}, bits_stderr={"total": bits_se})
+
+    def info(self) -> dict[str, Any]:
+        """Latent shape, downsampling factor, parameters and provenance (config hash, run dir, steps)."""
+        m = self.model
+        return {
+            "latent_shape": list(self.cfg.latent_shape),
+            "downsample_factor": self.cfg.downsample_factor,
+            "params": {
+                "encoder": count_params(m.encoder),
+                "prior": count_params(m.prior),
+                "decoder": count_params(m.decoder),
+                "total": count_params(m),
+            },
+            "decode_steps": self.decode_steps,
+            "bits_draws": self.bits_draws,
+            "bits_bound": "L_prior (UL-SPEC §3)",
+            "latent_channels_layout": "z0 then lambda_e map" if self.cfg.learned_variance else "z0",
+            "trained_steps": self.trained_steps,
+            "weights": "EMA",
+            "config_hash": self.cfg.config_hash(),
+            "run_dir": self.run_dir,
+            "config": self.cfg.to_dict(),
+        }
+
+
+def load_ul_space(run_dir: str, steps: int | None = None, bits_draws: int = 64, **_: Any) -> ULSpace:
+    """Load a stage-1 run's EMA weights as a LatentSpace (`ul:RUN_DIR` in ulbench's registry)."""
+    path = Path(run_dir)
+    if not (path / "config.json").exists() or not (path / CHECKPOINT).exists():
+        raise ValueError(
+            f"{run_dir} is not a UL run directory (needs config.json and {CHECKPOINT}); "
+            "train one with ul_models.train.train_stage1 or `ulbench train ul`."
+        )
+    if bits_draws < 2:
+        raise ValueError(f"bits_draws must be >= 2 (for a standard error), got {bits_draws}; use e.g. 64")
+    cfg = ULConfig.from_dict(json.loads((path / "config.json").read_text()))
+    model = build_stage1(cfg)
+    state = load_checkpoint(path, ema=model)
+    return ULSpace(
+        model, cfg, str(run_dir), int(steps or cfg.decode_steps), int(bits_draws), int(state["step"])
+    )

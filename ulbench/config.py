@@ -1,0 +1,191 @@
+"""Suite YAML (include:, sweep:, --set key=value) resolved into frozen dataclasses with a config hash."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ulbench.results import config_hash
+
+SUITES_DIR = Path(__file__).parent / "suites"
+SYSTEM_KINDS = ("ul", "sd-vae-tiny", "pixel", "jpeg", "sd-vae")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How every run of a suite is measured (same protocol for all rows: comparable provenance)."""
+
+    metrics: tuple[str, ...] = ("bpp", "psnr", "ssim", "rfid", "gfid")
+    detector: str = "proxy"  # proxy offline; inception-v3-compat with real weights
+    weights: str | None = None  # Inception weights file
+    split: str = "eval"  # reconstruction metrics on this split
+    num_eval: int | None = None  # images for reconstruction metrics (None: the whole split)
+    num_gen: int = 700  # samples for gFID, against the training split's statistics
+    sample_steps: int = 32  # base-model sampling steps
+    decode_steps: int = 32  # decoder sampling steps (UL)
+    batch_size: int = 64
+    seed: int = 0
+    lpips_backbone: str = "pretrained"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One system of a suite: what to train (stage 1 and 2 overrides) and how it is labelled."""
+
+    name: str
+    system: str  # ul | sd-vae-tiny | pixel | jpeg | sd-vae
+    label: str = ""
+    stage1: dict[str, Any] = field(default_factory=dict)  # ULConfig / tiny-VAE overrides
+    base: dict[str, Any] = field(default_factory=dict)  # stage-2 base-model overrides
+    space: str | None = None  # for jpeg / sd-vae: the registry spec, e.g. jpeg-q10, sd-vae-ft-mse:DIR
+    single_stage: bool = False  # UL-SPEC §7: encoder, prior, decoder and base trained end to end
+    paper: dict[str, float] = field(default_factory=dict)  # the paper's numbers for this row (Table 6)
+
+    def config_hash(self, suite: "SuiteConfig") -> str:
+        """Hash of everything that determines this run's trained models and numbers."""
+        run = {k: v for k, v in asdict(self).items() if k not in ("label", "paper")}
+        return config_hash({"run": run, "scale": suite.scale, "data": suite.data, "resolution": suite.resolution,
+                            "eval": asdict(suite.eval)})
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    """A resolved suite."""
+
+    name: str
+    scale: str = "tiny"
+    data: str = "embedded"
+    resolution: int = 32
+    description: str = ""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    runs: tuple[RunConfig, ...] = ()
+
+    def config_hash(self) -> str:
+        """Hash of the whole resolved suite."""
+        return config_hash(asdict(self))
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """Recursive dict merge; `over` wins."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def _suite_path(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") and p.is_file():
+        return p
+    p = SUITES_DIR / f"{name_or_path}.yaml"
+    if p.is_file():
+        return p
+    import difflib
+
+    names = sorted(q.stem for q in SUITES_DIR.glob("*.yaml") if not q.stem.startswith("_"))
+    close = difflib.get_close_matches(name_or_path, names, n=2)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise ValueError(f"Unknown suite {name_or_path!r}.{hint} Suites: {', '.join(names)} (or a path to a .yaml)")
+
+
+def load_raw(name_or_path: str, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a suite YAML with its `include:` files merged underneath it."""
+    path = _suite_path(name_or_path)
+    if path in seen:
+        raise ValueError(f"include cycle: {' -> '.join(str(p) for p in (*seen, path))}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: invalid YAML ({e})") from e
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a suite must be a mapping, got {type(raw).__name__}")
+    merged: dict[str, Any] = {}
+    for inc in raw.pop("include", []) or []:
+        inc_path = inc if Path(inc).is_absolute() else str(path.parent / inc)
+        merged = deep_merge(merged, load_raw(inc_path, (*seen, path)))
+    return deep_merge(merged, raw)
+
+
+def apply_sets(raw: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
+    """Apply `--set a.b.c=value` (value parsed as YAML) to the raw suite mapping."""
+    out = copy.deepcopy(raw)
+    for a in assignments:
+        if "=" not in a:
+            raise ValueError(f"--set expects key=value, got {a!r} (e.g. --set defaults.stage1.steps=300)")
+        key, value = a.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"--set {key}: {p!r} is not a mapping in this suite")
+        node[parts[-1]] = yaml.safe_load(value)
+    return out
+
+
+def _expand_sweep(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """A run with `sweep: {stage1.c_lf: [3, 10], ...}` becomes the grid of runs (name gets key=value parts)."""
+    sweep = run.pop("sweep", None)
+    if not sweep:
+        return [run]
+    keys = list(sweep)
+    out = []
+    for values in itertools.product(*(sweep[k] for k in keys)):
+        r = copy.deepcopy(run)
+        for k, v in zip(keys, values):
+            node = r
+            *parents, leaf = k.split(".")
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[leaf] = v
+        r["name"] = run["name"] + "-" + "-".join(f"{k.split('.')[-1]}{v}" for k, v in zip(keys, values))
+        out.append(r)
+    return out
+
+
+def resolve(raw: dict[str, Any], name: str = "suite") -> SuiteConfig:
+    """Turn a raw mapping into a SuiteConfig, with clear errors for unknown keys and systems."""
+    raw = copy.deepcopy(raw)
+    known = {"name", "scale", "data", "resolution", "description", "eval", "runs", "defaults"}
+    unknown = set(raw) - known
+    if unknown:
+        raise ValueError(f"suite {name}: unknown keys {sorted(unknown)}; expected {sorted(known)}")
+    defaults = raw.pop("defaults", {}) or {}
+    ev = raw.pop("eval", {}) or {}
+    bad = set(ev) - set(EvalConfig.__dataclass_fields__)
+    if bad:
+        raise ValueError(f"suite {name}: unknown eval keys {sorted(bad)}; "
+                         f"expected {sorted(EvalConfig.__dataclass_fields__)}")
+    if "metrics" in ev:
+        ev["metrics"] = tuple(ev["metrics"])
+    runs = []
+    for r in raw.pop("runs", []) or []:
+        for expanded in _expand_sweep(deep_merge(defaults, r)):
+            bad = set(expanded) - set(RunConfig.__dataclass_fields__)
+            if bad:
+                raise ValueError(f"suite {name}, run {expanded.get('name')}: unknown keys {sorted(bad)}")
+            if expanded.get("system") not in SYSTEM_KINDS:
+                raise ValueError(f"suite {name}, run {expanded.get('name')}: system must be one of {SYSTEM_KINDS}, "
+                                 f"got {expanded.get('system')!r}")
+            runs.append(RunConfig(**expanded))
+    names = [r.name for r in runs]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ValueError(f"suite {name}: duplicate run names {sorted(dup)}")
+    return SuiteConfig(name=raw.pop("name", name), eval=EvalConfig(**ev), runs=tuple(runs), **raw)
+
+
+def load_suite(name_or_path: str, sets: list[str] | None = None, scale: str | None = None,
+               data: str | None = None) -> SuiteConfig:
+    """Load, include, override (--set, --scale, --data) and resolve a suite."""
+    raw = apply_sets(load_raw(name_or_path), sets or [])
+    if scale:
+        raw["scale"] = scale
+    if data:
+        raw["data"] = data
+    return resolve(raw, Path(name_or_path).stem)

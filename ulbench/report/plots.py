@@ -1,0 +1,74 @@
+"""Plots (seaborn): rate-distortion (bpp vs PSNR, bpp vs rFID) and cost-quality (gFID vs training FLOPs)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
+
+from ulbench.report.tables import wide  # noqa: E402
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def rate_distortion(rows: list[dict[str, Any]], proxy: bool) -> bytes | None:
+    """bpp against PSNR and rFID, one marker per run; JPEG points drawn as a reference line."""
+    df = wide(rows).reset_index()
+    if "bpp" not in df or "psnr" not in df or df["bpp"].isna().all():
+        return None
+    df["family"] = ["JPEG" if k == "jpeg" else lbl for k, lbl in zip(df["kind"], df["label"])]
+    fig, axes = plt.subplots(1, 2 if "rfid" in df else 1, figsize=(10, 4), squeeze=False)
+    sns.set_theme(style="whitegrid")
+    jpeg = df[df["kind"] == "jpeg"].sort_values("bpp")
+    other = df[df["kind"] != "jpeg"]
+    labels = ("PSNR (dB) ↑", "rFID" + (" [proxy]" if proxy else "") + " ↓")
+    for ax, metric, label in zip(axes[0], ("psnr", "rfid"), labels):
+        if metric not in df:
+            continue
+        if len(jpeg):
+            ax.plot(jpeg["bpp"], jpeg[metric], "k--o", label="JPEG (total file bits)", alpha=0.6)
+        sns.scatterplot(data=other, x="bpp", y=metric, hue="family", style="family", s=90, ax=ax)
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("bits per pixel (log)")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=7)
+    fig.suptitle("Rate-distortion")
+    return _png(fig)
+
+
+def cost_quality(rows: list[dict[str, Any]], proxy: bool) -> bytes | None:
+    """gFID against training FLOPs (log axis), one point per run."""
+    df = wide(rows).reset_index()
+    if "gfid" not in df or "train_flops" not in df or df["gfid"].isna().all():
+        return None
+    df = df.dropna(subset=["gfid", "train_flops"])
+    df = df[df["train_flops"] > 0]
+    if not len(df):
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sns.scatterplot(data=df, x="train_flops", y="gfid", hue="label", style="kind", s=110, ax=ax)
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("training FLOPs (fvcore: 1 MAC = 1 FLOP), log")
+    ax.set_ylabel("gFID" + (" [proxy]" if proxy else "") + " ↓")
+    ax.set_title("Cost-quality")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Numeric wide frame (for tests and notebooks)."""
+    return wide(rows)

@@ -1,0 +1,110 @@
+"""Tables from result rows (pandas): the Table-6 layout with the paper's numbers beside ours."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+
+from ulbench.compare import format_value
+
+MAIN_METRICS = ("bpp", "psnr", "ssim", "lpips", "rfid", "gfid", "train_flops")
+SHORT = {"bpp": "bpp", "psnr": "PSNR dB", "ssim": "SSIM", "lpips": "LPIPS", "rfid": "rFID", "gfid": "gFID",
+         "train_flops": "train FLOPs", "kid": "KID", "bpp_entropy": "bpp (entropy)"}
+ARROW = {"bpp": "↓", "psnr": "↑", "ssim": "↑", "lpips": "↓", "rfid": "↓", "gfid": "↓", "train_flops": "↓",
+         "kid": "↓", "bpp_entropy": "↓"}
+PAPER_PROVENANCE = "paper: ImageNet-512, Inception (Table 6)"
+
+
+def ours_provenance(rows: list[dict[str, Any]]) -> str:
+    """One-line provenance of our columns: data, split, scale, detector (proxy flagged), n."""
+    fid = next((r for r in rows if r["metric"] in ("rfid", "gfid") and r.get("status") == "ok"), None)
+    base = next((r for r in rows if r.get("status") == "ok"), rows[0])
+    p = base.get("provenance", {})
+    det = "no detector"
+    if fid:
+        fp = fid["provenance"]
+        det = f"detector {fp.get('detector')}" + (" [PROXY, not FID]" if fid.get("proxy") else "") + \
+              f" sha256 {str(fp.get('detector_weights_sha256'))[:10]}"
+    return (f"ours: {p.get('dataset')} {p.get('resolution')}px, scale {p.get('scale', '?')}, {det}, "
+            f"eval n={p.get('num_images', p.get('n'))}")
+
+
+def wide(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Run × metric table of (value, stderr) as numbers, in suite order."""
+    order = list(dict.fromkeys(r["system"] for r in rows))
+    recs = {}
+    for r in rows:
+        extra = r.get("extra", {})
+        rec = recs.setdefault(r["system"], {"run": r["system"], "label": extra.get("run_label", r["system"]),
+                                            "kind": extra.get("system_kind", ""), "paper": extra.get("paper", {})})
+        v = r["value"]
+        rec[r["metric"]] = float(v) if v is not None and r.get("status", "ok") == "ok" else None
+        rec[r["metric"] + "_se"] = r.get("stderr")
+    df = pd.DataFrame([recs[s] for s in order])
+    return df.set_index("run")
+
+
+def _fmt_flops(v: float | None) -> str:
+    return "–" if v is None or pd.isna(v) else f"{v:.3g}"
+
+
+def main_table(rows: list[dict[str, Any]], with_paper: bool) -> pd.DataFrame:
+    """Formatted table: our metrics ± stderr, and the paper's bpp / rFID / gFID beside them."""
+    df = wide(rows)
+    proxy = any(r.get("proxy") for r in rows if r["metric"] in ("rfid", "gfid"))
+    out = pd.DataFrame(index=df.index)
+    out["system"] = df["label"]
+    for m in MAIN_METRICS:
+        if m not in df:
+            continue
+        name = SHORT[m] + (" [proxy]" if proxy and m in ("rfid", "gfid") else "") + " " + ARROW[m]
+        if m == "train_flops":
+            out[name] = [_fmt_flops(v) for v in df[m]]
+        else:
+            out[name] = [format_value(v, s) if v is not None and not pd.isna(v) else "–"
+                         for v, s in zip(df[m], df.get(m + "_se", [None] * len(df)))]
+    if with_paper:
+        for m in ("bpp", "rfid", "gfid"):
+            out[f"paper {SHORT[m]}"] = [p.get(m, "–") if isinstance(p, dict) else "–" for p in df["paper"]]
+    return out
+
+
+def orderings(rows: list[dict[str, Any]], baseline: str = "baseline") -> pd.DataFrame | None:
+    """For each ablation row: does bpp / rFID move against the baseline in the paper's direction?"""
+    df = wide(rows)
+    if baseline not in df.index:
+        return None
+    base, base_paper = df.loc[baseline], df.loc[baseline, "paper"] or {}
+    out = []
+    for run, rec in df.iterrows():
+        if run == baseline or not rec["paper"]:
+            continue
+        row = {"row": rec["label"]}
+        for m in ("bpp", "rfid", "gfid"):
+            paper_v, pb = rec["paper"].get(m), base_paper.get(m)
+            ours, ob = rec.get(m), base.get(m)
+            if paper_v is None or pb is None or ours is None or ob is None or pd.isna(ours) or pd.isna(ob):
+                row[SHORT[m]] = "n/a"
+                continue
+            want, got = ("up" if paper_v > pb else "down"), ("up" if ours > ob else "down")
+            row[SHORT[m]] = f"paper {want}, ours {got}: " + ("reproduced" if want == got else "NOT reproduced")
+        out.append(row)
+    return pd.DataFrame(out) if out else None
+
+
+def provenance_block(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The provenance of every number: one line per (run, metric) with the key fields."""
+    keys = ("detector", "detector_weights_sha256", "resize", "dataset", "split", "resolution", "n", "seed",
+            "decode_steps", "world_size", "config_hash", "git_sha", "wall_time_s")
+    recs = []
+    for r in rows:
+        p = r.get("provenance", {})
+        rec = {"run": r["system"], "metric": r["metric"], "status": r.get("status", "ok")}
+        for k in keys:
+            v = p.get(k)
+            rec[k] = (str(v)[:12] if k.endswith("sha256") and v else
+                      json.dumps(v) if isinstance(v, (dict, list)) else v)
+        recs.append(rec)
+    return pd.DataFrame(recs)

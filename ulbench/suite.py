@@ -1,0 +1,213 @@
+"""Run a suite: stage 1 (UL / tiny VAE), stage 2 (base model), evaluation, costs; reuse finished work by hash."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+from ulbench.config import RunConfig, SuiteConfig
+from ulbench.results import ResultRow, append_rows, atomic_write_text, read_rows
+
+DONE = "done.json"
+GENERATIVE = ("ul", "sd-vae-tiny", "pixel")
+
+
+def run_dir_of(out: Path, suite: SuiteConfig, run: RunConfig) -> Path:
+    """Per-run directory named by the run's config hash (reused when the hash matches)."""
+    return out / "runs" / f"{run.name}-{run.config_hash(suite)}"
+
+
+def plan(suite: SuiteConfig, out: str | Path) -> list[dict[str, Any]]:
+    """What `run_suite` would do for each run: reuse, resume or train (for --dry-run)."""
+    out = Path(out)
+    rows = []
+    for run in suite.runs:
+        d = run_dir_of(out, suite, run)
+        state = "reuse" if (d / DONE).exists() else ("resume" if d.exists() else "run")
+        rows.append({"run": run.name, "system": run.system, "hash": run.config_hash(suite), "action": state,
+                     "stage1": run.stage1, "base": run.base, "dir": str(d)})
+    return rows
+
+
+def _ul_config(suite: SuiteConfig, run: RunConfig):
+    from ul_models.config import ULConfig
+
+    over = {"data": suite.data, "resolution": suite.resolution, **run.stage1}
+    if suite.scale != "tiny":
+        over.pop("resolution")
+    return ULConfig.preset(suite.scale, **over)
+
+
+def _stage1(out: Path, suite: SuiteConfig, run: RunConfig, log: Callable[[str], None]) -> tuple[Any, dict]:
+    """Train (or reuse / resume) the run's stage 1 and return its LatentSpace and cost facts."""
+    from ulbench.costs import macs_per_sample, ul_components
+    from ulbench.registry import SPACES
+
+    ev = suite.eval
+    if run.system == "ul":
+        from ul_models.space import load_ul_space
+        from ul_models.train import CHECKPOINT, train_stage1
+
+        cfg = _ul_config(suite, run)
+        d = out / "stage1" / f"ul-{cfg.config_hash()}"
+        if not (d / "done.json").exists():
+            log(f"[{run.name}] stage 1: UL {cfg.steps} steps -> {d}")
+            summary = train_stage1(cfg, d, resume=(d / CHECKPOINT).exists(), progress=True)
+            atomic_write_text(d / "done.json", json.dumps(summary, default=str))
+        space = load_ul_space(str(d), steps=ev.decode_steps)
+        return space, {"stage1_macs": macs_per_sample(ul_components(space)),
+                       "stage1_samples": cfg.steps * cfg.batch_size, "stage1_dir": str(d)}
+    if run.system == "sd-vae-tiny":
+        from baselines.sd_vae import TINY_JSON, load_sd_vae_tiny
+        from baselines.sd_vae_train import train_sd_vae_tiny
+        from ulbench.results import config_hash
+
+        kw = {"steps": 600, "batch_size": 32, "dataset": suite.data, "resolution": suite.resolution, **run.stage1}
+        d = out / "stage1" / f"sd-vae-tiny-{config_hash(kw)}"
+        if not (d / TINY_JSON).exists():
+            log(f"[{run.name}] stage 1: sd-vae-tiny {kw['steps']} steps -> {d}")
+            train_sd_vae_tiny(str(d), progress=True, overwrite=d.exists(), **kw)
+        space = load_sd_vae_tiny(str(d))
+        comps = {name.split("/")[-1]: (m, inp) for name, m, inp in space.flop_components(suite.resolution)}
+        return space, {"stage1_macs": macs_per_sample(comps), "stage1_samples": kw["steps"] * kw["batch_size"],
+                       "stage1_dir": str(d)}
+    spec = run.space or run.system
+    return SPACES.build(spec), {"stage1_macs": {}, "stage1_samples": 0}
+
+
+def _stage2(out: Path, suite: SuiteConfig, run: RunConfig, space: Any, spec: str,
+            log: Callable[[str], None]) -> tuple[Any, dict]:
+    """Train (or reuse) the base model on the space's latents; single-stage uses the stage-1 prior."""
+    from ul_models.base import BaseConfig, BaseGenerator, PriorGenerator, train_base
+    from ulbench.costs import base_components, macs_per_sample, ul_components
+
+    ev = suite.eval
+    if run.single_stage:
+        gen = PriorGenerator(space, steps=ev.sample_steps, decode_steps=ev.decode_steps)
+        prior_macs = macs_per_sample({"prior": ul_components(space)["prior"]})["prior"]
+        return gen, {"base_macs": {}, "base_samples": 0, "sample_macs_base": prior_macs}
+    cfg = BaseConfig(space=spec, data=suite.data, resolution=suite.resolution, **run.base)
+    d = out / "base" / f"{run.system}-{cfg.config_hash()}"
+    if not (d / "done.json").exists():
+        log(f"[{run.name}] stage 2: base model {cfg.steps} steps on {spec} -> {d}")
+        summary = train_base(cfg, d, resume=True, progress=True, space=space)
+        atomic_write_text(d / "done.json", json.dumps(summary, default=str))
+    gen = BaseGenerator(d, space=space, steps=ev.sample_steps, decode_steps=ev.decode_steps)
+    macs = macs_per_sample(base_components(gen))
+    return gen, {"base_macs": macs, "base_samples": cfg.steps * cfg.batch_size, "base_dir": str(d),
+                 "sample_macs_base": macs.get("base", 0)}
+
+
+def save_grid(images, path: Path, nrow: int = 8) -> str:
+    """uint8 NCHW images as one PNG grid (written atomically)."""
+    import io
+
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    grid = make_grid(images, nrow=nrow, padding=2, pad_value=255).permute(1, 2, 0).numpy()
+    buf = io.BytesIO()
+    Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(buf, format="PNG")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".png.tmp")
+    tmp.write_bytes(buf.getvalue())
+    tmp.replace(path)
+    return str(path)
+
+
+def run_one(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, log: Callable[[str], None]
+            ) -> list[ResultRow]:
+    """Stage 1, stage 2 and all metrics of one run; rows carry the run's provenance and costs."""
+    from ulbench.costs import cost_summary
+    from ulbench.data import load_dataset
+    from ulbench.data.base import Subset
+    from ulbench.evaluation import eval_generator, eval_space
+
+    ev = suite.eval
+    t0 = time.perf_counter()
+    space, s1 = _stage1(out, suite, run, log)
+    spec = {"ul": f"ul:{s1.get('stage1_dir')}", "sd-vae-tiny": f"sd-vae-tiny:{s1.get('stage1_dir')}"}.get(
+        run.system, run.space or run.system)
+    t1 = time.perf_counter()
+    recon = [m for m in ev.metrics if m != "gfid"]
+    data = load_dataset(suite.data, split=ev.split, resolution=suite.resolution)
+    data = Subset(data, ev.num_eval) if ev.num_eval else data
+    log(f"[{run.name}] evaluating reconstructions ({len(data)} images): {', '.join(recon)}")
+    rows = eval_space(spec, data, recon, detector, ev.batch_size, ev.seed, ev.lpips_backbone, space=space,
+                      progress=True)
+    import torch
+
+    from ulbench.harness import per_index_seeds
+
+    d = run_dir_of(out, suite, run)
+    idx = np.linspace(0, len(data) - 1, 8).astype(np.int64)  # spread over the source photos
+    x8, _ = data.get(idx)
+    with torch.inference_mode():
+        x8_hat = space.reconstruct(x8, per_index_seeds(idx, ev.seed)).x_hat
+    grids = {"reconstructions (top: input, bottom: output)": save_grid(torch.cat([x8, x8_hat]), d / "recon.png")}
+    gen_facts: dict[str, Any] = {"base_macs": {}, "base_samples": 0, "sample_macs_base": 0}
+    t2 = time.perf_counter()
+    if "gfid" in ev.metrics:
+        if run.system in GENERATIVE:
+            gen, gen_facts = _stage2(out, suite, run, space, spec, log)
+            log(f"[{run.name}] generating {ev.num_gen} samples for gFID")
+            train = load_dataset(suite.data, split="train", resolution=suite.resolution)
+            rows += eval_generator(gen, train, detector, ev.num_gen, ev.batch_size, ev.seed, progress=True,
+                                   system=getattr(space, "name", spec))
+            with torch.inference_mode():
+                samples = gen.sample(per_index_seeds(torch.arange(16).numpy(), ev.seed + 1))
+            grids["generations"] = save_grid(samples, d / "samples.png")
+        else:
+            rows.append(ResultRow(run_id=rows[0].run_id, system=rows[0].system, metric="gfid", value=None,
+                                  status="skipped", reason=f"{run.system} has no generative model",
+                                  label="gFID", provenance=dict(rows[0].provenance)))
+    t3 = time.perf_counter()
+    dec = s1["stage1_macs"].get("decoder", 0) * (ev.decode_steps if run.system == "ul" else 1)
+    costs = cost_summary(s1["stage1_macs"], s1["stage1_samples"], gen_facts["base_macs"], gen_facts["base_samples"],
+                         encode_images=0, sample_macs=gen_facts["sample_macs_base"] * ev.sample_steps + dec)
+    timing = {"stage1_and_load_s": round(t1 - t0, 1), "recon_eval_s": round(t2 - t1, 1),
+              "stage2_and_gen_s": round(t3 - t2, 1)}
+    base_prov = dict(rows[0].provenance)
+    for metric, value, label in (("train_flops", costs["train_macs"], "train FLOPs (fvcore: MACs)"),
+                                 ("sample_flops", costs["sample_macs"], "sample FLOPs/img (fvcore: MACs)")):
+        rows.append(ResultRow(run_id=rows[0].run_id, system=rows[0].system, metric=metric, value=value,
+                              n=1, label=label,
+                              extra={k: v for k, v in costs.items() if k != "convention"}, provenance=base_prov))
+    for r in rows:
+        r.system = run.name
+        r.extra = {**r.extra, "run_label": run.label or run.name, "system_kind": run.system, "paper": run.paper,
+                   "timing": timing, "grids": grids}
+        r.provenance = {**r.provenance, "suite": suite.name, "run": run.name, "scale": suite.scale,
+                        "run_config": asdict(run), "run_config_hash": run.config_hash(suite)}
+    return rows
+
+
+def run_suite(suite: SuiteConfig, out: str | Path, overwrite: bool = False,
+              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Run every run of a suite (reusing finished ones by config hash) and gather rows in out/results.jsonl."""
+    from ulbench.metrics.features import build_detector
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "suite.json", json.dumps(asdict(suite), indent=1, default=str))
+    detector = build_detector(suite.eval.detector, suite.eval.weights)
+    t0 = time.perf_counter()
+    for run in suite.runs:
+        d = run_dir_of(out, suite, run)
+        if (d / DONE).exists() and not overwrite:
+            log(f"[{run.name}] reusing finished run {d.name}")
+            continue
+        rows = run_one(out, suite, run, detector, log)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "results.jsonl").unlink(missing_ok=True)
+        append_rows(d / "results.jsonl", rows)
+        atomic_write_text(d / DONE, json.dumps({"run": run.name, "hash": run.config_hash(suite)}))
+    all_rows = read_rows([run_dir_of(out, suite, r) / "results.jsonl" for r in suite.runs])
+    atomic_write_text(out / "results.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in all_rows))
+    log(f"suite {suite.name}: {len(suite.runs)} runs in {time.perf_counter() - t0:.0f} s -> {out / 'results.jsonl'}")
+    return all_rows
