@@ -114,3 +114,13 @@ DETECTORS.register(
     "clean-fid", "ulbench.metrics.features:CleanFidDetector", "clean-fid resize (PIL bicubic) + the same Inception"
 )
 DETECTORS.register("proxy", "ulbench.metrics.features:ProxyDetector", "fixed random conv features: NOT FID (offline)")
+
+METRICS.register("fvd", "ulbench.metrics.fvd:FVD", "Fréchet video distance (I3D Kinetics-400 logits, 224 px)")
+DATASETS.register("video-embedded", "ulbench.data.video:embedded_videos",
+                  "pan/zoom clips over bundled photos (mp4, decord)")
+DATASETS.register("kinetics600:DIR", "ulbench.data.video:KineticsDataset",
+                  "Kinetics-600 clips + official CSV (decord)", pattern=r"kinetics600:(?P<root>.+)")
+DETECTORS.register("i3d", "ulbench.metrics.fvd:I3DDetector",
+                   "I3D Kinetics-400 (StyleGAN-V TorchScript or VideoGPT state dict)")
+DETECTORS.register("video-proxy", "ulbench.metrics.fvd:VideoProxyDetector",
+                   "fixed random spatio-temporal features: NOT FVD")
