@@ -229,7 +229,7 @@ def ls_cmd():
         click.echo(f"{title}:")
         for e in reg.entries():
             click.echo(f"  {e.name:<22} {e.help}")
-    suites = sorted(p.stem for p in (Path(__file__).parent / "suites").glob("*.yaml"))
+    suites = sorted(p.stem for p in (Path(__file__).parent / "suites").glob("*.yaml") if not p.stem.startswith("_"))
     click.echo("suites:\n" + "".join(f"  {s}\n" for s in suites) if suites else "suites: (none yet)")
 
 

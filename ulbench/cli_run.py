@@ -163,3 +163,22 @@ def check_cmd(results, baseline, update):
     code, text = run_check(list(results), baseline, update)
     click.echo(text, err=code != 0)
     sys.exit(code)
+
+
+@main.command("prepare")
+@click.argument("what", type=click.Choice(["imagenet"]))
+@click.option("--src", required=True, help="ImageNet-layout folder (one sub-folder per class).")
+@click.option("--out", required=True, help="Output folder (or OUT.zip with --zip).")
+@click.option("--resolution", default=512, show_default=True)
+@click.option("--workers", default=2, show_default=True, help="Processes.")
+@click.option("--zip", "as_zip", is_flag=True, help="Also pack an uncompressed zip with dataset.json.")
+def prepare_cmd(what, src, out, resolution, workers, as_zip):
+    """ADM centre-crop a dataset into PNGs + dataset.json labels (parallel, resumable, bad files reported).
+
+    \b
+    Example:
+      ulbench prepare imagenet --src /data/imagenet/train --out /data/in512 --resolution 512 --workers 16
+    """
+    from ulbench.prepare import prepare_imagenet
+
+    click.echo(json.dumps(prepare_imagenet(src, out, resolution, workers, as_zip), indent=1))

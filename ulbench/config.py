@@ -13,7 +13,7 @@ import yaml
 from ulbench.results import config_hash
 
 SUITES_DIR = Path(__file__).parent / "suites"
-SYSTEM_KINDS = ("ul", "sd-vae-tiny", "pixel", "jpeg", "sd-vae")
+SYSTEM_KINDS = ("ul", "sd-vae-tiny", "pixel", "jpeg", "sd-vae", "ul-video", "pixel-video")
 
 
 @dataclass(frozen=True)

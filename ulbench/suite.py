@@ -129,6 +129,10 @@ def run_one(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, log: C
     from ulbench.evaluation import eval_generator, eval_space
 
     ev = suite.eval
+    if run.system.endswith("-video"):
+        from ulbench.video_suite import run_video_run
+
+        return run_video_run(out, suite, run, detector, log)
     t0 = time.perf_counter()
     space, s1 = _stage1(out, suite, run, log)
     spec = {"ul": f"ul:{s1.get('stage1_dir')}", "sd-vae-tiny": f"sd-vae-tiny:{s1.get('stage1_dir')}"}.get(
