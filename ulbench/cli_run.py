@@ -182,3 +182,31 @@ def prepare_cmd(what, src, out, resolution, workers, as_zip):
     from ulbench.prepare import prepare_imagenet
 
     click.echo(json.dumps(prepare_imagenet(src, out, resolution, workers, as_zip), indent=1))
+
+
+@main.command("cache-latents")
+@click.option("--space", required=True, help="A frozen encoder: sd-vae-ft-mse:DIR | ul:RUN_DIR | ...")
+@click.option("--data", default="embedded", show_default=True)
+@click.option("--split", default="train", show_default=True)
+@click.option("--resolution", default=32, show_default=True, type=int)
+@click.option("--out", required=True, help="Folder for shard-*.safetensors and manifest.json")
+@click.option("--shard-size", default=1024, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+def cache_latents_cmd(space, data, split, resolution, out, shard_size, seed):
+    """Encode a dataset once with a frozen encoder into sharded safetensors (resumable; torchrun-aware).
+
+    \b
+    Example:
+      torchrun --nproc_per_node=8 -m ulbench cache-latents --space sd-vae-ft-mse:/w/sdvae \\
+          --data folder:/data/in512 --resolution 512 --out /data/in512-sdvae
+    """
+    from ulbench import dist
+    from ulbench.data import load_dataset
+    from ulbench.latent_cache import cache_latents
+    from ulbench.registry import SPACES
+
+    rank, world_size = dist.init_from_env()
+    manifest = cache_latents(SPACES.build(space), load_dataset(data, split=split, resolution=resolution), out,
+                             shard_size, seed=seed, rank=rank, world_size=world_size)
+    if rank == 0:
+        click.echo(json.dumps({k: manifest[k] for k in ("num_images", "num_shards", "complete", "key")}))
