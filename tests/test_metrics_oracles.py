@@ -86,3 +86,18 @@ def test_fewer_than_two_samples_is_an_error():
     s.update(np.ones((1, 4)))
     with pytest.raises(ValueError, match="at least 2 samples"):
         s.mean_cov()
+
+
+def test_reads_adm_reference_npz_layout(tmp_path):
+    """ADM's VIRTUAL_imagenet512.npz holds arr_0 (images), mu, sigma, mu_s, sigma_s: mu/sigma are read."""
+    from ulbench.metrics.frechet import stats_from_npz
+
+    rng = np.random.default_rng(0)
+    mu, a = rng.normal(size=6), rng.normal(size=(6, 6))
+    np.savez(tmp_path / "ref.npz", arr_0=np.zeros((2, 8, 8, 3), np.uint8), mu=mu, sigma=a @ a.T,
+             mu_s=mu[:3], sigma_s=np.eye(3))
+    m, s, n = stats_from_npz(str(tmp_path / "ref.npz"), with_n=True)
+    assert np.array_equal(m, mu) and np.array_equal(s, a @ a.T) and n == -1
+    np.savez(tmp_path / "bad.npz", means=mu)
+    with pytest.raises(ValueError, match="needs arrays 'mu' and 'sigma'"):
+        stats_from_npz(str(tmp_path / "bad.npz"))

@@ -74,9 +74,7 @@ def fid_cmd(dir_a, dir_b, detector, weights, kid, as_json, batch_size, resolutio
     data_a = ImageFolderDataset(dir_a, split="all", resolution=resolution)
     feats_a = dataset_features(data_a, det, batch_size)
     if dir_b.endswith(".npz"):
-        mu, sigma = stats_from_npz(dir_b)
-        with __import__("numpy").load(dir_b) as z:
-            n_b = int(z["n"]) if "n" in z.files else -1
+        mu, sigma, n_b = stats_from_npz(dir_b, with_n=True)
         out = fid_between(feats_a, (mu, sigma, n_b), kid=kid)
     else:
         data_b = ImageFolderDataset(dir_b, split="all", resolution=resolution)

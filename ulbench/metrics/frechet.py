@@ -100,14 +100,17 @@ def rank_deficiency_warning(n: int, dim: int) -> str | None:
     return None
 
 
-def stats_from_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read (mu, sigma) from a reference `.npz` (ADM `VIRTUAL_imagenet512.npz` or ulbench's own)."""
+def stats_from_npz(path: str, with_n: bool = False) -> tuple:
+    """Read (mu, sigma) — and n, -1 if absent — from a reference `.npz` (ADM `VIRTUAL_imagenet512.npz` or
+    ulbench's own)."""
     try:
         with np.load(path) as data:
             if "mu" not in data or "sigma" not in data:
                 raise ValueError(f"{path}: a reference statistics file needs arrays 'mu' and 'sigma', "
                                  f"found {sorted(data.files)}")
-            return np.asarray(data["mu"], np.float64), np.asarray(data["sigma"], np.float64)
+            mu, sigma = np.asarray(data["mu"], np.float64), np.asarray(data["sigma"], np.float64)
+            n = int(data["n"]) if "n" in data.files else -1
+            return (mu, sigma, n) if with_n else (mu, sigma)
     except (OSError, EOFError) as e:
         raise ValueError(f"{path}: not a readable .npz file ({e})") from e
 
