@@ -13,6 +13,7 @@ import yaml
 from ulbench.results import config_hash
 
 SUITES_DIR = Path(__file__).parent / "suites"
+SCALE_RESOLUTION = {"tiny": 32, "small": 128, "paper": 512}  # image side of each preset (ul_models PRESETS)
 SYSTEM_KINDS = ("ul", "sd-vae-tiny", "pixel", "jpeg", "sd-vae", "ul-video", "pixel-video")
 
 
@@ -185,7 +186,10 @@ def load_suite(name_or_path: str, sets: list[str] | None = None, scale: str | No
     """Load, include, override (--set, --scale, --data) and resolve a suite."""
     raw = apply_sets(load_raw(name_or_path), sets or [])
     if scale:
+        if scale not in SCALE_RESOLUTION:
+            raise ValueError(f"--scale must be one of {tuple(SCALE_RESOLUTION)}, got {scale!r}")
         raw["scale"] = scale
+        raw["resolution"] = SCALE_RESOLUTION[scale]
     if data:
         raw["data"] = data
     return resolve(raw, Path(name_or_path).stem)

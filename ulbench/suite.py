@@ -91,7 +91,12 @@ def _stage2(out: Path, suite: SuiteConfig, run: RunConfig, space: Any, spec: str
         gen = PriorGenerator(space, steps=ev.sample_steps, decode_steps=ev.decode_steps)
         prior_macs = macs_per_sample({"prior": ul_components(space)["prior"]})["prior"]
         return gen, {"base_macs": {}, "base_samples": 0, "sample_macs_base": prior_macs}
-    cfg = BaseConfig(space=spec, data=suite.data, resolution=suite.resolution, **run.base)
+    from ulbench.flops_report import BASE_CHANNELS
+
+    base_kw = {"channels": BASE_CHANNELS[suite.scale], **run.base}
+    if "channels" in base_kw:
+        base_kw["channels"] = tuple(base_kw["channels"])
+    cfg = BaseConfig(space=spec, data=suite.data, resolution=suite.resolution, **base_kw)
     d = out / "base" / f"{run.system}-{cfg.config_hash()}"
     if not (d / "done.json").exists():
         log(f"[{run.name}] stage 2: base model {cfg.steps} steps on {spec} -> {d}")
