@@ -10,6 +10,15 @@ from ul_models.sampler import StackedRandomGenerator, sample
 from ul_models.schedule import Schedule, alpha_sigma
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: on the shared 2-core machine two OpenMP threads run many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def net():
     torch.manual_seed(0)
@@ -62,9 +71,7 @@ def test_gaussian_data_sampled_with_the_right_variance(eta):
 
     # DDIM integrates the linear probability-flow ODE; ancestral sampling has O(1/steps) error: more steps
     steps, n = (64, 2000) if eta == 0 else (512, 160)
-    out = sample(
-        eps_fn, (16 if eta == 0 else 40,), torch.arange(n), Schedule(), steps, eta=eta, micro_batch=n
-    )
+    out = sample(eps_fn, (16 if eta == 0 else 40,), torch.arange(n), Schedule(), steps, eta=eta, micro_batch=n)
     assert out.var().item() == pytest.approx(s**2, rel=0.05)
     assert abs(out.mean().item()) < 3 * s / math.sqrt(out.numel())
 

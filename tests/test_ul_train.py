@@ -37,6 +37,15 @@ def _tensors(path: Path) -> dict[str, torch.Tensor]:
         return {k: f.get_tensor(k) for k in f.keys()}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: on the shared 2-core machine two OpenMP threads run many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("ul") / "run"
@@ -86,9 +95,7 @@ def test_non_finite_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path, m
 def test_collapse_is_reported(tmp_path, monkeypatch):
     monkeypatch.setattr(train_mod, "COLLAPSE_BPP", 1e9)  # pretend every rate is a collapse
     with pytest.warns(UserWarning, match="collapsed"):
-        summary = train_stage1(
-            ULConfig.preset("tiny", **{**TINY, "steps": 2}), tmp_path / "c", progress=False
-        )
+        summary = train_stage1(ULConfig.preset("tiny", **{**TINY, "steps": 2}), tmp_path / "c", progress=False)
     assert summary["collapsed"] is True
     assert "collapse_warning" in (tmp_path / "c" / "log.jsonl").read_text()
 

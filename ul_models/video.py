@@ -1,0 +1,310 @@
+"""Video Unified Latents: a per-frame UL plus a temporal base model that predicts future frames (UL-SPEC §2-6).
+
+Design [ours], chosen for 2 CPU cores:
+- **Per-frame UL.** The image encoder, prior and decoder of `ul_models` are applied to each frame independently
+  and trained with `train_stage1` on the frames of the training clips. A video's bits are the sum of its frames'
+  prior bounds L_prior (UL-SPEC §3, the same bound), reported as bits per pixel per frame. A 3-D (spatio-temporal)
+  encoder would save the bits of temporal redundancy, but it costs far more compute than we have and it would no
+  longer reuse (and so test) the image model.
+- **Temporal modelling in stage 2.** The base model sees all frames: a `Denoiser` over the T−K future frames'
+  latents stacked along channels ((T−K)·C channels at the latent side), conditioned on the K context frames'
+  z_clean stacked as `cond` channels and on the class label. It is trained sigmoid-weighted with λ₀ as its
+  minimum noise, so its sample at λ₀ *is* each future frame's z₀ (as `ul_models.base.LatentTarget` for UL),
+  which the UL decoder turns into pixels (per-frame seeds).
+- **Pixel baseline.** The same base model on the future frames' pixels ((T−K)·3 channels, patch 2), conditioned
+  on the context pixels; λ_max = 10 and the resolution shift of simple diffusion, as the image pixel baseline.
+Frame prediction follows the Kinetics-600 FVD protocol scaled down: condition on 5 frames, predict 11 (16-frame
+clips); the predicted clip is the real context followed by the predicted frames.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ul_models.base import BASE_CHECKPOINT, _load, _save
+from ul_models.losses import decoder_loss, mix_seed
+from ul_models.nets import Denoiser, count_params
+from ul_models.sampler import sample
+from ul_models.schedule import Schedule, resolution_shift
+from ul_models.train import _atomic_write, batch_indices, to_uint8, to_unit
+
+VIDEO_BASE_CONFIG = "video_base_config.json"
+FRAME_STREAM = 51  # seed stream of per-frame decoder seeds: frame t of clip seed s decodes with mix_seed(s, 51·1000 + t)
+TRAIN_STREAM = 3_000_000  # training step generators: mix_seed(seed, TRAIN_STREAM + step)
+
+
+@dataclass(frozen=True)
+class VideoBaseConfig:
+    """The frame-prediction base model and its clip protocol; `config_hash()` names a trained model."""
+
+    num_frames: int = 16  # T: frames per clip (K600 FVD protocol: 16)
+    context_frames: int = 5  # K: real frames the prediction is conditioned on (K600: 5, so 11 are predicted)
+    frame_stride: int = 1  # temporal stride of the clips (recorded; the embedded clips are consecutive frames)
+    channels: tuple[int, ...] = (48, 96)  # UNet levels
+    num_blocks: int = 1  # residual blocks per level
+    emb_dim: int = 64  # log-SNR / label embedding width
+    patch_size: int = 0  # 0: auto (2 for 32×32 pixels, 1 for latents)
+    prediction: str = "auto"  # auto: v for pixels, eps for latents (as ul_models.base)
+    logsnr_min: float = -10.0  # most noise
+    bias_b: float = 0.0  # sigmoid weighting w(λ) = sigmoid(b − λ) of the ε-form loss [ours: 0]
+    class_conditional: bool = True  # condition on the clip's class label
+    hflip: bool = True  # add horizontally flipped training clips
+    time_reverse: bool = True  # add time-reversed training clips (pan/zoom played backwards is still a pan/zoom)
+    steps: int = 300  # training steps
+    batch_size: int = 32  # clips per step
+    lr: float = 2e-3  # AdamW peak learning rate
+    warmup_steps: int = 50  # linear warm-up steps
+    grad_clip: float = 1.0  # global gradient-norm clip
+    ema: float = 0.99  # EMA decay of the weights used for sampling
+    seed: int = 0  # all training randomness derives from (seed, step)
+    checkpoint_every: int = 100  # steps between atomic checkpoints
+    num_threads: int = 2  # torch intra-op threads
+
+    def __post_init__(self):
+        if not 1 <= self.context_frames < self.num_frames:
+            raise ValueError(f"VideoBaseConfig: context_frames={self.context_frames}, num_frames={self.num_frames}; "
+                             "expected 1 <= context_frames < num_frames. The K600 protocol uses 5 of 16.")
+        for name in ("steps", "batch_size", "checkpoint_every", "num_threads", "frame_stride", "num_blocks"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"VideoBaseConfig: {name}={getattr(self, name)}; expected a positive integer.")
+        if self.prediction not in ("auto", "eps", "v"):
+            raise ValueError(f"VideoBaseConfig: prediction={self.prediction!r}; expected 'auto', 'eps' or 'v'.")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VideoBaseConfig:
+        """Build from a suite's `base:` mapping; unknown keys raise ValueError naming the known ones."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        bad = sorted(set(data) - names)
+        if bad:
+            raise ValueError(f"unknown video base keys {bad}; expected some of {sorted(names)}. Video-only eval "
+                             "knobs (bits_draws, grid_clips) also go under `base:`.")
+        return cls(**{k: tuple(v) if k == "channels" else v for k, v in data.items()})
+
+    @property
+    def future_frames(self) -> int:
+        """T − K frames to predict."""
+        return self.num_frames - self.context_frames
+
+    def config_hash(self) -> str:
+        """sha256 (12 hex) of the canonical JSON config."""
+        from ulbench.results import config_hash
+
+        return config_hash(dataclasses.asdict(self))
+
+
+class FrameCodec:
+    """What the base model sees of a frame: z_clean of a per-frame UL space (sample at λ₀ is z₀), or pixels."""
+
+    def __init__(self, space: Any = None, decode_steps: int | None = None):
+        self.space = space  # a ULSpace, or None for pixels
+        self.decode_steps = decode_steps  # UL decoder sampler steps (None: the space's default)
+        self.pixels = space is None
+        if not self.pixels and (type(space).__name__ != "ULSpace" or space.cfg.learned_variance):
+            raise ValueError("video UL needs a fixed-variance ULSpace (or None for the pixel baseline); the "
+                             "learned-variance ablation is not supported for video")
+        self.logsnr_max = 10.0 if self.pixels else float(space.model.lambda0)  # sample at λ₀ is z₀ (§6)
+        self.name = "pixel" if self.pixels else "ul"
+
+    @torch.no_grad()
+    def clean(self, frames_uint8: torch.Tensor) -> torch.Tensor:
+        """Clean base-model data per frame: pixels in [−1, 1], or z_clean = E(x) on fixed micro-batches."""
+        x = to_unit(frames_uint8)
+        return x if self.pixels else self.space.model.encode_batched(x, self.space.micro_batch)[0]
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, frame_seeds: torch.Tensor) -> torch.Tensor:
+        """Base-model samples -> uint8 frames: round pixels, or run the UL decoder from z₀ (per-frame seeds)."""
+        return to_uint8(z) if self.pixels else self.space.decode(z, frame_seeds, self.decode_steps)
+
+
+def frame_seeds(seeds: torch.Tensor, frames: range | list[int]) -> torch.Tensor:
+    """(N·len(frames),) int64 seeds, clip-major: frame t of a clip with seed s gets mix_seed(s, 51000 + t)."""
+    return torch.tensor([mix_seed(int(s), FRAME_STREAM * 1000 + t) for s in seeds for t in frames],
+                        dtype=torch.int64)
+
+
+def stack_frames(z: torch.Tensor) -> torch.Tensor:
+    """(N, T, C, h, w) -> (N, T·C, h, w): frames stacked along channels."""
+    return z.reshape(z.shape[0], -1, *z.shape[-2:])
+
+
+def build_video_base(cfg: VideoBaseConfig, frame_shape: tuple[int, int, int], num_classes: int,
+                     logsnr_max: float, pixels: bool) -> tuple[Denoiser, Schedule]:
+    """Denoiser over (T−K)·C stacked future channels, cond K·C context channels, and its schedule (§6)."""
+    c, h, _ = frame_shape
+    patch = cfg.patch_size or (2 if pixels and h >= 32 else 1)
+    prediction = cfg.prediction if cfg.prediction != "auto" else ("v" if pixels else "eps")
+    net = Denoiser(cfg.future_frames * c, cfg.channels, cfg.num_blocks, cond_channels=cfg.context_frames * c,
+                   emb_dim=cfg.emb_dim, num_classes=num_classes if cfg.class_conditional else 0,
+                   prediction=prediction, patch_size=patch)
+    shift = resolution_shift(h) if pixels else 0.0
+    return net, Schedule("cosine", cfg.logsnr_min, logsnr_max, shift)
+
+
+@torch.no_grad()
+def clip_data(codec: FrameCodec, clips_uint8: torch.Tensor, cfg: VideoBaseConfig) -> torch.Tensor:
+    """Per-frame clean data (N', T, C, h, w) of the training clips with the configured augmentations."""
+    if clips_uint8.ndim != 5 or clips_uint8.shape[1] != cfg.num_frames:
+        raise ValueError(f"expected uint8 clips (N, {cfg.num_frames}, 3, H, W), got {tuple(clips_uint8.shape)}; "
+                         "load the dataset with num_frames=cfg.num_frames")
+    views = [clips_uint8] + ([clips_uint8.flip(-1)] if cfg.hflip else [])
+    out = []
+    for v in views:
+        frames = v.reshape(-1, *v.shape[2:])
+        out.append(torch.cat([codec.clean(frames[i:i + 256]) for i in range(0, len(frames), 256)])
+                   .reshape(v.shape[0], v.shape[1], -1, *codec_side(codec, v)))
+    data = torch.cat(out)
+    return torch.cat([data, data.flip(1)]) if cfg.time_reverse else data
+
+
+def codec_side(codec: FrameCodec, clips: torch.Tensor) -> tuple[int, int]:
+    """Spatial size (h, w) of one frame's base-model data."""
+    f = 1 if codec.pixels else codec.space.cfg.downsample_factor
+    return clips.shape[-2] // f, clips.shape[-1] // f
+
+
+def train_video_base(cfg: VideoBaseConfig, run_dir: str | Path, codec: FrameCodec, clips_uint8: torch.Tensor,
+                     labels: torch.Tensor, num_classes: int, resume: bool = True, progress: bool = True
+                     ) -> dict[str, Any]:
+    """Train the frame-prediction base model (sigmoid-weighted ELBO down to λ₀, UL-SPEC §6); summary dict."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.num_threads)
+    try:
+        return _train(cfg, Path(run_dir), codec, clips_uint8, labels, num_classes, resume, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg, run_dir: Path, codec: FrameCodec, clips_uint8, labels, num_classes, resume, progress):
+    from tqdm import tqdm
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    data = clip_data(codec, clips_uint8, cfg)
+    encode_s = time.perf_counter() - t0
+    reps = data.shape[0] // clips_uint8.shape[0]
+    labels = labels.to(torch.int64).repeat(reps)
+    num_classes = num_classes if cfg.class_conditional else 0
+    k = cfg.context_frames
+    context, future = stack_frames(data[:, :k]), stack_frames(data[:, k:])
+    frame_shape = tuple(data.shape[2:])
+    torch.manual_seed(mix_seed(cfg.seed, 0))
+    net, schedule = build_video_base(cfg, frame_shape, num_classes, codec.logsnr_max, codec.pixels)
+    ema = copy.deepcopy(net).requires_grad_(False)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+    meta = {"config": dataclasses.asdict(cfg), "config_hash": cfg.config_hash(), "codec": codec.name,
+            "frame_shape": list(frame_shape), "num_classes": num_classes, "logsnr_max": codec.logsnr_max,
+            "num_train_clips": int(clips_uint8.shape[0]), "num_train_examples": int(data.shape[0]),
+            "data_std": float(future.std()), "params": count_params(net),
+            "space_config_hash": None if codec.pixels else codec.space.cfg.config_hash()}
+    step = 0
+    if resume and (run_dir / BASE_CHECKPOINT).exists():
+        state = _load(run_dir, net, ema, opt)
+        saved = dataclasses.replace(VideoBaseConfig.from_dict(state["config"]), steps=cfg.steps)
+        if saved.config_hash() != cfg.config_hash() or state.get("codec") != codec.name:
+            raise ValueError(f"{run_dir}: its checkpoint was trained with another video base config (only `steps` "
+                             "may change on resume); use a new run directory")
+        step = int(state["step"])
+    _atomic_write(run_dir / VIDEO_BASE_CONFIG, lambda p: p.write_text(json.dumps(meta, indent=1)))
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"video base [{codec.name}]", disable=not progress, leave=False)
+    t_train = time.perf_counter()
+    with open(run_dir / "base_log.jsonl", "a") as log:
+        while step < cfg.steps:
+            idx = torch.as_tensor(batch_indices(step, cfg.batch_size, len(future), cfg.seed))
+            gen = torch.Generator().manual_seed(mix_seed(cfg.seed, TRAIN_STREAM + step))
+            z, cond = future[idx], context[idx]
+            lab = labels[idx] if num_classes else None
+            t = (torch.rand((), generator=gen) + torch.arange(len(z)) / len(z)) % 1.0
+            eps = torch.randn(z.shape, generator=gen)
+            terms = decoder_loss(lambda z_t, lam: net.eps(z_t, lam, cond, lab), z, t, eps,  # noqa: B023
+                                 schedule, cfg.bias_b)
+            loss = terms["dec"].mean() / z[0].numel()
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"video base: non-finite loss at step {step}; the last good checkpoint is kept in "
+                                   f"{run_dir}. Try a lower lr (now {cfg.lr}).")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+            opt.step()
+            with torch.no_grad():
+                for pe, p in zip(ema.parameters(), net.parameters()):
+                    pe.lerp_(p, 1.0 - cfg.ema)
+            step += 1
+            bar.update(1)
+            if step % 50 == 0 or step == cfg.steps:
+                log.write(json.dumps({"step": step, "loss_nats_per_dim": float(loss.detach()),
+                                      "elbo_nats": float(terms["dec_elbo"].detach().mean())}) + "\n")
+                log.flush()
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                _save(run_dir, net, ema, opt, step, meta)
+    bar.close()
+    return {"run_dir": str(run_dir), "steps": step, "samples_seen": step * cfg.batch_size,
+            "num_train_examples": int(data.shape[0]), "encoded_frames": 0 if codec.pixels else
+            int(clips_uint8.shape[0] * cfg.num_frames * (2 if cfg.hflip else 1)),
+            "params": count_params(net), "encode_s": encode_s, "train_s": time.perf_counter() - t_train}
+
+
+class VideoPredictor:
+    """Frame prediction: K real frames in, T−K frames sampled (per-clip seeds) and decoded (per-frame seeds)."""
+
+    def __init__(self, run_dir: str | Path, codec: FrameCodec, steps: int = 32):
+        run_dir = Path(run_dir)
+        if not (run_dir / BASE_CHECKPOINT).exists():
+            raise ValueError(f"{run_dir}: no {BASE_CHECKPOINT}; train the video base model first "
+                             "(ul_models.video.train_video_base)")
+        self.meta = json.loads((run_dir / VIDEO_BASE_CONFIG).read_text())
+        if self.meta["codec"] != codec.name:
+            raise ValueError(f"{run_dir}: trained on {self.meta['codec']} data, got a {codec.name} codec")
+        self.cfg = VideoBaseConfig.from_dict(self.meta["config"])
+        self.codec, self.steps, self.run_dir = codec, steps, str(run_dir)
+        self.net, self.schedule = build_video_base(self.cfg, tuple(self.meta["frame_shape"]),
+                                                   self.meta["num_classes"], self.meta["logsnr_max"], codec.pixels)
+        self.trained_steps = int(_load(run_dir, ema=self.net)["step"])
+        self.net.eval()
+
+    @torch.no_grad()
+    def predict(self, clips_uint8: torch.Tensor, labels: torch.Tensor | None, seeds: torch.Tensor,
+                steps: int | None = None) -> torch.Tensor:
+        """uint8 (N, T, 3, H, W): the K real context frames, then T−K predicted; clip i depends on seeds[i] only."""
+        k, t_all = self.cfg.context_frames, self.cfg.num_frames
+        if clips_uint8.dtype != torch.uint8 or clips_uint8.ndim != 5 or clips_uint8.shape[1] < k:
+            raise ValueError(f"expected uint8 clips (N, >= {k}, 3, H, W), got {clips_uint8.dtype} "
+                             f"{tuple(clips_uint8.shape)}")
+        seeds = torch.as_tensor(seeds, dtype=torch.int64)
+        n = clips_uint8.shape[0]
+        ctx = clips_uint8[:, :k].contiguous()
+        cond = stack_frames(self.codec.clean(ctx.reshape(-1, *ctx.shape[2:])).reshape(n, k, *self.meta["frame_shape"]))
+        labelled = bool(self.meta["num_classes"])
+        if labelled:
+            lab = torch.as_tensor(labels if labels is not None else torch.full((n,), self.meta["num_classes"]))
+            cond = torch.cat([cond, lab.float()[:, None, None, None].expand(n, 1, *cond.shape[-2:])], dim=1)
+
+        def eps_fn(z_t, lam, c):
+            return self.net.eps(z_t, lam, c[:, :-1] if labelled else c, c[:, -1, 0, 0].long() if labelled else None)
+
+        c, h, w = self.meta["frame_shape"]
+        shape = (self.cfg.future_frames * c, h, w)
+        z = sample(eps_fn, shape, seeds, self.schedule, steps or self.steps, cond=cond,
+                   return_noisy=not self.codec.pixels, clip_x=1.0 if self.codec.pixels else None, micro_batch=16)
+        future = z.reshape(n * self.cfg.future_frames, c, h, w)
+        frames = self.codec.decode(future, frame_seeds(seeds, range(k, t_all)))
+        return torch.cat([ctx, frames.reshape(n, self.cfg.future_frames, *frames.shape[1:])], dim=1)
+
+    def info(self) -> dict[str, Any]:
+        """Provenance of the predictor."""
+        return {"generator": f"video-base[{self.codec.name}]", "base_config_hash": self.cfg.config_hash(),
+                "trained_steps": self.trained_steps, "sample_steps": self.steps,
+                "decode_steps": self.codec.decode_steps, "params": count_params(self.net), "run_dir": self.run_dir,
+                "logsnr_max": self.meta["logsnr_max"], "sample_is_z0": not self.codec.pixels,
+                "context_frames": self.cfg.context_frames, "predicted_frames": self.cfg.future_frames}
