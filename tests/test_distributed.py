@@ -50,3 +50,36 @@ def test_world_size_two_equals_one(runs):
 def test_only_rank_zero_writes(runs):
     _, _, root = runs
     assert len((root / "w2" / "results.jsonl").read_text().splitlines()) == 6
+
+
+TRAIN = ["train", "ul", "--set", "steps=4", "--set", "batch_size=8", "--set", "eval_every=4",
+         "--set", "checkpoint_every=2", "--set", "eval_images=8", "--set", "eval_draws=2", "--set", "decode_steps=2",
+         "--set", "num_threads=1"]
+
+
+def _weights(run_dir):
+    from safetensors.torch import load_file
+
+    return load_file(str(run_dir / "checkpoint.safetensors"))
+
+
+def test_training_world_size_two_matches_one(tmp_path):
+    """Same global batch: each rank takes its half of the same draws; gradients are averaged."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "ulbench", *TRAIN, "--out", str(tmp_path / "w1")], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                          f"--master_port={_free_port()}", "-m", "ulbench", *TRAIN, "--out", str(tmp_path / "w2")],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-2000:]
+    log1 = [json.loads(x) for x in (tmp_path / "w1" / "log.jsonl").read_text().splitlines()]
+    log2 = [json.loads(x) for x in (tmp_path / "w2" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log1] == [r["step"] for r in log2] == [1, 2, 3, 4]
+    for a, b in zip(log1, log2):
+        for key in ("total", "prior", "dec"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4), (a["step"], key)
+    w1, w2 = _weights(tmp_path / "w1"), _weights(tmp_path / "w2")
+    for k in w1:
+        if k.startswith("model."):
+            assert (w1[k] - w2[k]).abs().max() <= 1e-4 + 1e-3 * w1[k].abs().max(), k

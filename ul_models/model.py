@@ -75,19 +75,27 @@ class UnifiedLatents(nn.Module):
         return F.interpolate(cond, scale_factor=float(f), mode="nearest") if f > 1 else cond
 
     def losses(
-        self, x: torch.Tensor, gen: torch.Generator, labels: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        gen: torch.Generator,
+        labels: torch.Tensor | None = None,
+        part: slice | None = None,
     ) -> dict[str, torch.Tensor]:
         """Per-image stage-1 terms in nats: prior, dec (weighted), dec_elbo (w ≡ 1) and total (UL-SPEC §5).
 
-        All randomness comes from `gen` in a fixed order: encoder noise, prior (t, ε), decoder (t, ε).
+        All randomness comes from `gen` in a fixed order: encoder noise, prior (t, ε), decoder (t, ε), drawn for
+        the whole batch `x`; with `part` only those images are computed (a data-parallel rank's share), so any
+        world size sees the same draws as one process.
         """
-        b = x.shape[0]
+        b, f = x.shape[0], self.downsample_factor
+        z_shape = (b, self.latent_channels, x.shape[-2] // f, x.shape[-1] // f)
+        draws = [torch.randn(z_shape, generator=gen), _stratified_t(b, gen), torch.randn(z_shape, generator=gen),
+                 _stratified_t(b, gen), torch.randn(x.shape, generator=gen)]
+        if part is not None:
+            x, draws = x[part], [d[part] for d in draws]
+        noise0, t_prior, eps_prior, t_dec, eps_dec = draws
         z_clean, logsnr_e = self.encode_clean(x)
-        z0 = self.noisy_latent(z_clean, logsnr_e, torch.randn(z_clean.shape, generator=gen))
-        t_prior = _stratified_t(b, gen)
-        eps_prior = torch.randn(z_clean.shape, generator=gen)
-        t_dec = _stratified_t(b, gen)
-        eps_dec = torch.randn(x.shape, generator=gen)
+        z0 = self.noisy_latent(z_clean, logsnr_e, noise0)
 
         z_for_prior, lam_for_prior = z_clean, logsnr_e
         if self.separate_prior:

@@ -72,16 +72,32 @@ def train_step(
     step: int,
     cfg: ULConfig,
 ) -> dict[str, float]:
-    """One AdamW step on L_stage1 (nats per image / subpixels) with grad clipping and an EMA update."""
+    """One AdamW step on L_stage1 (nats per image / subpixels) with grad clipping and an EMA update.
+
+    Under torchrun each rank computes its equal share of the global batch (same random draws as one process)
+    and gradients are averaged with all_reduce, which is what DDP does; the stage-1 loss is not one forward().
+    """
+    from ulbench import dist
+
+    rank, world_size = dist.world()
     gen = torch.Generator().manual_seed(mix_seed(cfg.seed, step))
     x = to_unit(x_uint8)
     if cfg.hflip:
         flip = torch.rand(x.shape[0], generator=gen) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
     x = x.contiguous(memory_format=torch.channels_last)
-    terms = model.losses(x, gen)
+    if world_size > 1:
+        share = x.shape[0] // world_size
+        terms = model.losses(x, gen, part=slice(rank * share, (rank + 1) * share))
+    else:
+        terms = model.losses(x, gen)
     means = {k: terms[k].mean() for k in LOSS_TERMS}
-    for name, value in means.items():
+    if world_size > 1:  # every rank sees the global means, so all stop together on a non-finite value
+        logged = dist.all_reduce_arrays({k: v.detach().double().reshape(1).numpy() for k, v in means.items()})
+        checked = {k: torch.tensor(float(v[0]) / world_size) for k, v in logged.items()}
+    else:
+        checked = means
+    for name, value in checked.items():
         if not torch.isfinite(value):
             raise FloatingPointError(name, float(value.detach()))
     loss = (
@@ -89,6 +105,8 @@ def train_step(
     )  # nats per subpixel: keeps the gradient scale (and clip) resolution-free
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    if world_size > 1:
+        dist.average_gradients(model)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     if not torch.isfinite(grad_norm):  # stop before a non-finite update reaches the weights (and a checkpoint)
         raise FloatingPointError("grad_norm", float(grad_norm))
@@ -99,7 +117,7 @@ def train_step(
         for p_ema, p in zip(ema.parameters(), model.parameters()):
             p_ema.lerp_(p, 1.0 - cfg.ema)
     h, w = x.shape[-2:]
-    out = {k: float(v.detach()) for k, v in means.items()}
+    out = {k: float(v.detach()) for k, v in checked.items()}
     out["bits_per_pixel"] = float(bits_per_pixel(out["prior"], h, w))
     out["grad_norm"] = float(grad_norm)
     return out
@@ -241,9 +259,15 @@ def train_stage1(
 
 
 def _train_stage1(cfg: ULConfig, run_dir: Path, resume: bool, progress: bool) -> dict[str, Any]:
+    from ulbench import dist
     from ulbench.data import load_dataset
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    rank, world_size = dist.world()
+    lead = rank == 0  # rank 0 writes config, logs and checkpoints (torchrun)
+    if cfg.batch_size % world_size:
+        raise ValueError(f"batch_size {cfg.batch_size} must divide by the world size {world_size}")
+    with dist.rank_zero_first():
+        run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / "config.json"
     if resume and config_path.exists():
         saved = ULConfig.from_dict(json.loads(config_path.read_text()))
@@ -257,7 +281,8 @@ def _train_stage1(cfg: ULConfig, run_dir: Path, resume: bool, progress: bool) ->
         raise ValueError(
             f"{run_dir} already holds a checkpoint; pass resume=True to continue or pick a new run_dir."
         )
-    _atomic_write(config_path, lambda p: p.write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True)))
+    if lead:
+        _atomic_write(config_path, lambda p: p.write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True)))
 
     data = load_dataset(cfg.data, split="train", resolution=cfg.resolution)
     try:
@@ -272,14 +297,16 @@ def _train_stage1(cfg: ULConfig, run_dir: Path, resume: bool, progress: bool) ->
     start = 0
     if resume and (run_dir / CHECKPOINT).exists():
         start = load_checkpoint(run_dir, model, ema, opt)["step"]
-        _truncate_log(run_dir, start)
-    elif resume:
+        if lead:
+            _truncate_log(run_dir, start)
+    elif resume and lead:
         _truncate_log(run_dir, 0)
-    else:
+    elif lead:
         (run_dir / "log.jsonl").unlink(missing_ok=True)
+    dist.barrier()
 
     bar = None
-    if progress:
+    if progress and lead:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.steps, initial=start, desc=f"UL stage 1 {cfg.config_hash()}", dynamic_ncols=True)
@@ -298,12 +325,14 @@ def _train_stage1(cfg: ULConfig, run_dir: Path, resume: bool, progress: bool) ->
             ) from None
         done = step + 1
         record = {"step": done, "lr": lr_at(step, cfg), **record}
-        if done % cfg.eval_every == 0 or done == cfg.steps:
+        if lead and (done % cfg.eval_every == 0 or done == cfg.steps):
             last_eval = evaluate(ema, eval_data, cfg)
             record.update(last_eval)
-        _append_log(run_dir, record)
+        if lead:
+            _append_log(run_dir, record)
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            save_checkpoint(run_dir, model, ema, opt, done, cfg, len(data))
+            if lead:
+                save_checkpoint(run_dir, model, ema, opt, done, cfg, len(data))
             last_ckpt = done
         if bar is not None:
             bar.update(1)
@@ -314,7 +343,9 @@ def _train_stage1(cfg: ULConfig, run_dir: Path, resume: bool, progress: bool) ->
             )
     if bar is not None:
         bar.close()
-
+    dist.barrier()
+    if not lead:
+        return {"run_dir": str(run_dir), "steps": cfg.steps, "rank": rank, "config_hash": cfg.config_hash()}
     if not last_eval:  # resumed at the final step: evaluate the saved EMA weights
         last_eval = evaluate(ema, eval_data, cfg)
     bpp = last_eval["eval_bits_per_pixel"]

@@ -77,11 +77,16 @@ def train_cmd(what, scale, space, out, sets, resume, dry_run):
         from ul_models.config import ULConfig
         from ul_models.train import train_stage1
 
+        from ulbench import dist
+
         cfg = ULConfig.preset(scale).replace_from_strings(list(sets))
         if dry_run:
             click.echo(json.dumps(cfg.to_dict(), indent=1, sort_keys=True))
             return
+        rank, _ = dist.init_from_env()
         summary = train_stage1(cfg, out, resume=resume, progress=True)
+        if rank != 0:
+            return
     elif what == "base":
         from ul_models.base import BaseConfig, train_base
 
