@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
+from ul_models.checkpoint import atomic_write
+from ul_models.checkpoint import read_checkpoint, write_checkpoint
 from ul_models.losses import decoder_loss, mix_seed
 from ul_models.nets import Denoiser, count_params
 from ul_models.sampler import sample
 from ul_models.schedule import Schedule, alpha_sigma, resolution_shift
-from ul_models.train import _atomic_write, batch_indices, to_uint8
+from ul_models.train import batch_indices, to_uint8
 
 BASE_CHECKPOINT = "base.safetensors"
 BASE_CONFIG = "base_config.json"
@@ -114,35 +114,11 @@ def build_base(cfg: BaseConfig, data_shape: tuple[int, int, int], num_classes: i
 
 
 def _save(run_dir: Path, net, ema, opt, step: int, meta: dict[str, Any]) -> None:
-    tensors = {f"net.{k}": v.detach().contiguous() for k, v in net.state_dict().items()}
-    tensors.update({f"ema.{k}": v.detach().contiguous() for k, v in ema.state_dict().items()})
-    opt_state = opt.state_dict()
-    for idx, st in opt_state["state"].items():
-        for key, value in st.items():
-            tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value).detach().contiguous()
-    groups = [{k: v for k, v in g.items() if k != "params"} for g in opt_state["param_groups"]]
-    state = {**meta, "step": step, "param_groups": groups}
-    _atomic_write(run_dir / BASE_CHECKPOINT,
-                  lambda p: save_file(tensors, str(p), metadata={"state": json.dumps(state)}))
+    write_checkpoint(run_dir / BASE_CHECKPOINT, {"net": net, "ema": ema}, opt, {**meta, "step": step})
 
 
 def _load(run_dir: Path, net=None, ema=None, opt=None) -> dict[str, Any]:
-    with safe_open(str(run_dir / BASE_CHECKPOINT), framework="pt") as f:
-        state = json.loads(f.metadata()["state"])
-        keys = list(f.keys())
-        for prefix, module in (("net.", net), ("ema.", ema)):
-            if module is not None:
-                module.load_state_dict({k[len(prefix):]: f.get_tensor(k) for k in keys if k.startswith(prefix)})
-        if opt is not None:
-            per: dict[int, dict[str, torch.Tensor]] = {}
-            for k in keys:
-                if k.startswith("optim."):
-                    _, idx, name = k.split(".", 2)
-                    per.setdefault(int(idx), {})[name] = f.get_tensor(k)
-            groups = [{**g, "params": og["params"]}
-                      for g, og in zip(state["param_groups"], opt.state_dict()["param_groups"])]
-            opt.load_state_dict({"state": per, "param_groups": groups})
-    return state
+    return read_checkpoint(run_dir / BASE_CHECKPOINT, {"net": net, "ema": ema}, opt)[0]
 
 
 def train_base(cfg: BaseConfig, run_dir: str | Path, resume: bool = True, progress: bool = True,
@@ -191,7 +167,7 @@ def _train_base(cfg: BaseConfig, run_dir: Path, resume: bool, progress: bool, sp
                                     steps=cfg.steps).config_hash() != cfg.config_hash():
             raise ValueError(f"{run_dir}: base checkpoint has another config; use a new run directory")
         step = int(state["step"])
-    _atomic_write(run_dir / BASE_CONFIG, lambda p: p.write_text(json.dumps(meta, indent=1, default=str)))
+    atomic_write(run_dir / BASE_CONFIG, lambda p: p.write_text(json.dumps(meta, indent=1, default=str)))
     log = open(run_dir / "base_log.jsonl", "a")
     bar = tqdm(total=cfg.steps, initial=step, desc="base", disable=not progress, leave=False)
     net.train()

@@ -11,7 +11,6 @@ import copy
 import dataclasses
 import json
 import math
-import os
 import time
 import warnings
 from pathlib import Path
@@ -19,9 +18,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
+from ul_models.checkpoint import atomic_write, read_checkpoint, write_checkpoint
 from ul_models.config import ULConfig
 from ul_models.losses import bits_per_latent_dim, bits_per_pixel, mix_seed
 from ul_models.model import UnifiedLatents, build_stage1
@@ -149,10 +147,7 @@ def evaluate(model: UnifiedLatents, data, cfg: ULConfig) -> dict[str, float]:
     }
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+_atomic_write = atomic_write  # kept for callers of the old private name
 
 
 def save_checkpoint(
@@ -165,17 +160,9 @@ def save_checkpoint(
     num_images: int,
 ) -> None:
     """Atomically write model, EMA, AdamW state and RNG to safetensors; JSON state goes in its metadata."""
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
-    tensors.update({f"ema.{k}": v.detach().contiguous() for k, v in ema.state_dict().items()})
-    opt_state = opt.state_dict()
-    for idx, st in opt_state["state"].items():
-        for key, value in st.items():
-            tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value).detach().contiguous()
-    tensors["rng.torch_cpu"] = torch.get_rng_state()
     state = {
         "step": step,
         "config_hash": cfg.config_hash(),
-        "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in opt_state["param_groups"]],
         "rng": {
             "scheme": "each step uses torch.Generator seeded by mix_seed(seed, step); global torch RNG "
             "state saved as tensor rng.torch_cpu",
@@ -190,9 +177,8 @@ def save_checkpoint(
             "num_images": num_images,
         },
     }
-    _atomic_write(
-        run_dir / CHECKPOINT, lambda p: save_file(tensors, str(p), metadata={"state": json.dumps(state)})
-    )
+    write_checkpoint(run_dir / CHECKPOINT, {"model": model, "ema": ema}, opt, state,
+                     extra={"rng.torch_cpu": torch.get_rng_state()})
     _atomic_write(run_dir / STATE_JSON, lambda p: p.write_text(json.dumps(state, indent=2)))
 
 
@@ -206,26 +192,9 @@ def load_checkpoint(
     path = Path(run_dir) / CHECKPOINT
     if not path.exists():
         raise ValueError(f"No checkpoint at {path}; train first (`train_stage1`) or check the run directory.")
-    with safe_open(str(path), framework="pt") as f:
-        state = json.loads(f.metadata()["state"])
-        keys = list(f.keys())
-        get = f.get_tensor
-        for prefix, module in (("model.", model), ("ema.", ema)):
-            if module is not None:
-                module.load_state_dict({k[len(prefix) :]: get(k) for k in keys if k.startswith(prefix)})
-        if opt is not None:
-            per_param: dict[int, dict[str, torch.Tensor]] = {}
-            for k in keys:
-                if k.startswith("optim."):
-                    _, idx, name = k.split(".", 2)
-                    per_param.setdefault(int(idx), {})[name] = get(k)
-            groups = [
-                {**g, "params": og["params"]}
-                for g, og in zip(state["param_groups"], opt.state_dict()["param_groups"])
-            ]
-            opt.load_state_dict({"state": per_param, "param_groups": groups})
-        if opt is not None:
-            torch.set_rng_state(get("rng.torch_cpu"))
+    state, get = read_checkpoint(path, {"model": model, "ema": ema}, opt)
+    if opt is not None:
+        torch.set_rng_state(get("rng.torch_cpu"))
     return state
 
 
