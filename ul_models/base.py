@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ul_models.checkpoint import atomic_write
-from ul_models.checkpoint import read_checkpoint, write_checkpoint
+from ul_models.checkpoint import atomic_write, read_checkpoint, write_checkpoint
 from ul_models.losses import decoder_loss, mix_seed
 from ul_models.nets import Denoiser, count_params
 from ul_models.sampler import sample

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ul_models.base import BASE_CHECKPOINT, _load, _save
@@ -38,7 +37,7 @@ from ul_models.schedule import Schedule, resolution_shift
 from ul_models.train import _atomic_write, batch_indices, to_uint8, to_unit
 
 VIDEO_BASE_CONFIG = "video_base_config.json"
-FRAME_STREAM = 51  # seed stream of per-frame decoder seeds: frame t of clip seed s decodes with mix_seed(s, 51·1000 + t)
+FRAME_STREAM = 51  # per-frame decoder seeds: frame t of the clip with seed s decodes with mix_seed(s, 51000 + t)
 TRAIN_STREAM = 3_000_000  # training step generators: mix_seed(seed, TRAIN_STREAM + step)
 
 
