@@ -149,7 +149,9 @@ def _train_base(cfg: BaseConfig, run_dir: Path, resume: bool, progress: bool, sp
     data = torch.cat([target.data(x[i:i + 256], seeds[i:i + 256]) for i in range(0, len(x), 256)])
     encode_s = time.perf_counter() - t0
     num_classes = ds.num_classes if cfg.class_conditional else 0
-    net, schedule = build_base(cfg, tuple(data.shape[1:]), num_classes, target.logsnr_max)
+    with torch.random.fork_rng():  # weight init fixed by the seed (a resumed run overwrites it anyway)
+        torch.manual_seed(mix_seed(cfg.seed, 3))
+        net, schedule = build_base(cfg, tuple(data.shape[1:]), num_classes, target.logsnr_max)
     ema = build_base(cfg, tuple(data.shape[1:]), num_classes, target.logsnr_max)[0]
     ema.load_state_dict(net.state_dict())
     ema.requires_grad_(False)
