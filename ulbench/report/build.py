@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from pathlib import Path
 
 from ulbench.report import plots, tables
@@ -53,8 +54,8 @@ def build_report(paths: list[str], out: str, title: str | None = None) -> tuple[
     md = [f"# {title}", ""]
     html_parts = [f"<h1>{html.escape(title)}</h1>"]
     if proxy:
-        note = ("rFID/gFID here use the offline PROXY detector (fixed random conv features): they rank systems "
-                "but are NOT FID and not comparable to published FID.")
+        note = ("rFID/gFID/FVD here use an offline PROXY detector (fixed random conv features): they rank "
+                "systems but are NOT FID/FVD and not comparable to published numbers.")
         md += [f"> **{note}**", ""]
         html_parts.append(f"<p class='warn'><b>{html.escape(note)}</b></p>")
     md += ["## Results", "", f"Columns: {ours}" + (f"; {tables.PAPER_PROVENANCE}" if with_paper else ""), "",
@@ -78,7 +79,7 @@ def build_report(paths: list[str], out: str, title: str | None = None) -> tuple[
         md += ["## Samples", ""]
         html_parts.append("<h2>Samples</h2>")
         for system, kind, png in grids:
-            fname = f"{system}-{kind}.png".replace("/", "_")
+            fname = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{system}-{kind}") + ".png"
             (assets / fname).write_bytes(png)
             md.append(f"![{system} {kind}]({name}_files/{fname})")
             html_parts.append(f"<div class='grid'><img alt='{html.escape(system)} {html.escape(kind)}' "

@@ -9,17 +9,19 @@ import pandas as pd
 
 from ulbench.compare import format_value
 
-MAIN_METRICS = ("bpp", "psnr", "ssim", "lpips", "rfid", "gfid", "train_flops")
+MAIN_METRICS = ("bpp", "psnr", "ssim", "lpips", "rfid", "gfid", "rfvd", "fvd", "fvd_copy_last", "train_flops")
+FRECHET = ("rfid", "gfid", "rfvd", "fvd", "fvd_copy_last")
 SHORT = {"bpp": "bpp", "psnr": "PSNR dB", "ssim": "SSIM", "lpips": "LPIPS", "rfid": "rFID", "gfid": "gFID",
-         "train_flops": "train FLOPs", "kid": "KID", "bpp_entropy": "bpp (entropy)"}
+         "train_flops": "train FLOPs", "kid": "KID", "bpp_entropy": "bpp (entropy)", "rfvd": "rFVD", "fvd": "FVD",
+         "fvd_copy_last": "FVD copy-last"}
 ARROW = {"bpp": "↓", "psnr": "↑", "ssim": "↑", "lpips": "↓", "rfid": "↓", "gfid": "↓", "train_flops": "↓",
-         "kid": "↓", "bpp_entropy": "↓"}
+         "kid": "↓", "bpp_entropy": "↓", "rfvd": "↓", "fvd": "↓", "fvd_copy_last": "↓"}
 PAPER_PROVENANCE = "paper: ImageNet-512, Inception (Table 6)"
 
 
 def ours_provenance(rows: list[dict[str, Any]]) -> str:
     """One-line provenance of our columns: data, split, scale, detector (proxy flagged), n."""
-    fid = next((r for r in rows if r["metric"] in ("rfid", "gfid") and r.get("status") == "ok"), None)
+    fid = next((r for r in rows if r["metric"] in FRECHET and r.get("status") == "ok"), None)
     base = next((r for r in rows if r.get("status") == "ok"), rows[0])
     p = base.get("provenance", {})
     det = "no detector"
@@ -53,13 +55,13 @@ def _fmt_flops(v: float | None) -> str:
 def main_table(rows: list[dict[str, Any]], with_paper: bool) -> pd.DataFrame:
     """Formatted table: our metrics ± stderr, and the paper's bpp / rFID / gFID beside them."""
     df = wide(rows)
-    proxy = any(r.get("proxy") for r in rows if r["metric"] in ("rfid", "gfid"))
+    proxy = any(r.get("proxy") for r in rows if r["metric"] in FRECHET)
     out = pd.DataFrame(index=df.index)
     out["system"] = df["label"]
     for m in MAIN_METRICS:
         if m not in df:
             continue
-        name = SHORT[m] + (" [proxy]" if proxy and m in ("rfid", "gfid") else "") + " " + ARROW[m]
+        name = SHORT[m] + (" [proxy]" if proxy and m in FRECHET else "") + " " + ARROW[m]
         if m == "train_flops":
             out[name] = [_fmt_flops(v) for v in df[m]]
         else:
