@@ -206,16 +206,35 @@ def eval_cmd(space, data, split, resolution, skip_bad, limit, metrics, detector,
 @main.command("compare")
 @click.argument("results", nargs=-1, required=True)
 @click.option("--metrics", default=None, help="Comma list to show (default: all).")
-def compare_cmd(results, metrics):
-    """Table of metrics across systems from result files; refuses numbers with different provenance.
+@click.option("--out", default="results/compare", show_default=True, help="With system names: output directory.")
+@click.option("--scale", default=None, help="With system names: tiny | small | paper.")
+@click.option("--data", default=None, help="With system names: embedded | folder:DIR.")
+@click.option("--set", "sets", multiple=True, help="With system names: suite overrides (see `run --help`).")
+def compare_cmd(results, metrics, out, scale, data, sets):
+    """Compare systems: result files side by side, or system names (ul, sd-vae, pixel, jpeg-qN) trained and
+    evaluated under one protocol by the `compare` suite (finished runs are reused). Numbers with different
+    provenance are refused.
 
     \b
-    Example:
+    Examples:
+      ulbench compare ul sd-vae pixel
       ulbench compare results/jpeg.jsonl results/ul.jsonl
     """
     from ulbench.compare import compare_table
 
-    click.echo(compare_table(list(results), metrics.split(",") if metrics else None))
+    wanted = metrics.split(",") if metrics else None
+    if all(Path(r).exists() for r in results):
+        click.echo(compare_table(list(results), wanted))
+        return
+    from ulbench.config import runs_for_systems
+    from ulbench.report import build_report
+    from ulbench.suite import run_suite
+
+    suite = runs_for_systems(list(results), list(sets), scale, data)
+    run_suite(suite, out, log=lambda m: click.echo(m, err=True))
+    click.echo(compare_table([str(Path(out) / "results.jsonl")], wanted))
+    md, _ = build_report([str(Path(out) / "results.jsonl")], str(Path(out) / "report"))
+    click.echo(f"report: {md}", err=True)
 
 
 @main.command("ls")

@@ -193,3 +193,26 @@ def load_suite(name_or_path: str, sets: list[str] | None = None, scale: str | No
     if data:
         raw["data"] = data
     return resolve(raw, Path(name_or_path).stem)
+
+
+SYSTEM_ALIASES = {"ul": "ul", "sd-vae": "sd-vae-tiny", "sd-vae-tiny": "sd-vae-tiny", "pixel": "pixel"}
+
+
+def runs_for_systems(names: list[str], sets: list[str] | None = None, scale: str | None = None,
+                     data: str | None = None) -> SuiteConfig:
+    """The `compare` suite restricted to the named systems (ul, sd-vae, pixel, jpeg-qN), same protocol for all."""
+    import dataclasses
+    import re
+
+    suite = load_suite("compare", sets, scale, data)
+    by_name = {r.name: r for r in suite.runs}
+    runs = []
+    for name in names:
+        if re.fullmatch(r"jpeg-q\d+", name):
+            runs.append(RunConfig(name=name, system="jpeg", space=name, label=f"JPEG q{name[6:]}"))
+        elif name in SYSTEM_ALIASES:
+            runs.append(by_name[SYSTEM_ALIASES[name]])
+        else:
+            raise ValueError(f"unknown system {name!r} for compare; use ul, sd-vae, pixel or jpeg-qN "
+                             "(or pass result files)")
+    return dataclasses.replace(suite, runs=tuple(runs))
