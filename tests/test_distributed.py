@@ -83,3 +83,42 @@ def test_training_world_size_two_matches_one(tmp_path):
     for k in w1:
         if k.startswith("model."):
             assert (w1[k] - w2[k]).abs().max() <= 1e-4 + 1e-3 * w1[k].abs().max(), k
+
+
+@pytest.mark.slow
+def test_sigkilled_two_process_training_resumes_exactly(tmp_path):
+    """A 2-process run SIGKILLed after its first checkpoint and resumed ends with the uninterrupted weights."""
+    import signal
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [*TRAIN[:2], "--set", "steps=6", *TRAIN[4:]]
+
+    def launch(out, *extra):
+        return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                                 f"--master_port={_free_port()}", "-m", "ulbench", *args, "--out", str(out), *extra],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    full = launch(tmp_path / "full")
+    assert full.wait(timeout=900) == 0
+    victim = launch(tmp_path / "cut")
+    state = tmp_path / "cut" / "checkpoint.json"
+    deadline = time.time() + 900
+    while time.time() < deadline and not (state.exists() and json.loads(state.read_text())["step"] >= 2):
+        time.sleep(0.2)
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    step_at_kill = json.loads(state.read_text())["step"]
+    assert step_at_kill < 6
+    resumed = launch(tmp_path / "cut", "--resume")
+    assert resumed.wait(timeout=900) == 0
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch_equal(a[k], b[k]), k
+
+
+def torch_equal(x, y) -> bool:
+    import torch
+
+    return torch.equal(x, y)
