@@ -122,3 +122,28 @@ def torch_equal(x, y) -> bool:
     import torch
 
     return torch.equal(x, y)
+
+
+def test_base_training_world_size_two_matches_one(tmp_path):
+    """Stage 2 under torchrun: same global batch, same loss curve and weights as one process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["train", "base", "--space", "pixel", "--set", "steps=3", "--set", "batch_size=8",
+            "--set", "channels=[8, 16]", "--set", "num_threads=1"]
+    one = subprocess.run([sys.executable, "-m", "ulbench", *args, "--out", str(tmp_path / "b1")], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                          f"--master_port={_free_port()}", "-m", "ulbench", *args, "--out", str(tmp_path / "b2")],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-2000:]
+    l1 = [json.loads(x) for x in (tmp_path / "b1" / "base_log.jsonl").read_text().splitlines()]
+    l2 = [json.loads(x) for x in (tmp_path / "b2" / "base_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in l1] == [r["step"] for r in l2] == [1, 2, 3]
+    for a, b in zip(l1, l2):
+        assert b["loss_nats_per_dim"] == pytest.approx(a["loss_nats_per_dim"], rel=1e-5)
+    from safetensors.torch import load_file
+
+    w1, w2 = load_file(str(tmp_path / "b1" / "base.safetensors")), load_file(str(tmp_path / "b2" / "base.safetensors"))
+    for k in w1:
+        if k.startswith("net."):
+            assert (w1[k] - w2[k]).abs().max() <= 1e-5 + 1e-4 * w1[k].abs().max(), k

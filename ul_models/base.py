@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,9 +169,17 @@ def _train_base(cfg: BaseConfig, run_dir: Path, resume: bool, progress: bool, sp
                                     steps=cfg.steps).config_hash() != cfg.config_hash():
             raise ValueError(f"{run_dir}: base checkpoint has another config; use a new run directory")
         step = int(state["step"])
-    atomic_write(run_dir / BASE_CONFIG, lambda p: p.write_text(json.dumps(meta, indent=1, default=str)))
-    log = open(run_dir / "base_log.jsonl", "a")
-    bar = tqdm(total=cfg.steps, initial=step, desc="base", disable=not progress, leave=False)
+    from ulbench import dist
+
+    rank, world_size = dist.world()  # torchrun: each rank takes its share of the same global-batch draws
+    if cfg.batch_size % world_size:
+        raise ValueError(f"batch_size {cfg.batch_size} must divide by the world size {world_size}")
+    share = slice(rank * cfg.batch_size // world_size, (rank + 1) * cfg.batch_size // world_size)
+    lead = rank == 0
+    if lead:
+        atomic_write(run_dir / BASE_CONFIG, lambda p: p.write_text(json.dumps(meta, indent=1, default=str)))
+    log = open(run_dir / "base_log.jsonl", "a") if lead else None
+    bar = tqdm(total=cfg.steps, initial=step, desc="base", disable=not (progress and lead), leave=False)
     net.train()
     t_train = time.perf_counter()
     while step < cfg.steps:
@@ -180,13 +189,20 @@ def _train_base(cfg: BaseConfig, run_dir: Path, resume: bool, progress: bool, sp
         lab = labels[idx] if num_classes else None
         t = (torch.rand((), generator=gen) + torch.arange(len(z)) / len(z)) % 1.0
         eps = torch.randn(z.shape, generator=gen)
+        if world_size > 1:
+            z, t, eps, lab = z[share], t[share], eps[share], None if lab is None else lab[share]
         terms = decoder_loss(lambda z_t, lam: net.eps(z_t, lam, None, lab), z, t, eps, schedule,  # noqa: B023
                              cfg.bias_b)
         loss = terms["dec"].mean() / z[0].numel()
-        if not torch.isfinite(loss):
+        if world_size > 1:  # all ranks see the global loss, so all stop together on a non-finite value
+            loss_all = float(dist.all_reduce_arrays({"l": loss.detach().double().reshape(1).numpy()})["l"][0])
+        else:
+            loss_all = float(loss.detach())
+        if not math.isfinite(loss_all):
             raise RuntimeError(f"base model: non-finite loss at step {step}; last good checkpoint kept in {run_dir}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        dist.average_gradients(net)
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
         for g in opt.param_groups:
             g["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
@@ -196,14 +212,16 @@ def _train_base(cfg: BaseConfig, run_dir: Path, resume: bool, progress: bool, sp
                 pe.lerp_(p, 1.0 - cfg.ema)
         step += 1
         bar.update(1)
-        if step % 50 == 0 or step == cfg.steps:
-            log.write(json.dumps({"step": step, "loss_nats_per_dim": float(loss.detach()),
-                                  "elbo_nats": float(terms["dec_elbo"].detach().mean())}) + "\n")
+        if lead and (step % 50 == 0 or step == cfg.steps or step <= 5):
+            log.write(json.dumps({"step": step, "loss_nats_per_dim": loss_all / world_size if world_size > 1
+                                  else loss_all}) + "\n")
             log.flush()
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+        if lead and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
             _save(run_dir, net, ema, opt, step, meta)
     bar.close()
-    log.close()
+    if log:
+        log.close()
+    dist.barrier()
     return {"run_dir": str(run_dir), "steps": step, "samples_seen": step * cfg.batch_size,
             "params": count_params(net), "encode_s": encode_s, "train_s": time.perf_counter() - t_train}
 

@@ -107,7 +107,12 @@ def train_cmd(what, scale, space, out, sets, resume, dry_run):
             return
         if not resume and (Path(out) / "base.safetensors").exists():
             raise ValueError(f"{out} already holds a base checkpoint; pass --resume or pick a new --out")
+        from ulbench import dist
+
+        rank, _ = dist.init_from_env()
         summary = train_base(cfg, out, resume=resume, progress=True)
+        if rank != 0:
+            return
     else:
         from baselines.sd_vae_train import train_sd_vae_tiny
 
