@@ -179,7 +179,8 @@ def _train(run_dir: str, steps: int, batch_size: int, lr: float, kl_weight: floa
                   "resolution": resolution, "dataset": dataset, "split": "train", "warmup_steps": warmup_steps,
                   "grad_clip": grad_clip, "optimizer": "AdamW(betas=(0.9, 0.99), weight_decay=0)",
                   "lr_schedule": "linear warm-up, cosine to 0.1*lr", "samples_seen": steps * batch_size,
-                  "config": {k: list(v) if isinstance(v, tuple) else v for k, v in {**TINY_CONFIG, **overrides}.items()}},
+                  "config": {k: list(v) if isinstance(v, tuple) else v
+                             for k, v in {**TINY_CONFIG, **overrides}.items()}},
         "objective": {"reconstruction": "L1 (sum over pixels)", "kl_weight": kl_weight,
                       "kl": "KL(q(z|x) || N(0, I)), posterior sampled during training",
                       "lpips_term": "off: no real LPIPS backbone weights offline (LDM uses weight 1.0)",

@@ -118,7 +118,8 @@ def test_hub_id_error_in_fresh_process(tmp_path, offline):
     code = ("import time\nfrom baselines.sd_vae import load_sd_vae\nimport diffusers, huggingface_hub\n"
             "t0 = time.perf_counter()\ntry:\n    load_sd_vae('sd-vae-ft-mse')\nexcept FileNotFoundError as e:\n"
             "    print('SECONDS', time.perf_counter() - t0)\n    print('ERR', e)\n")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=False,
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                         check=False,
                          cwd=os.path.dirname(os.path.dirname(__file__)))
     assert "ERR" in out.stdout and "hf download stabilityai/sd-vae-ft-mse" in out.stdout, out.stderr
     seconds = float(out.stdout.split("SECONDS")[1].split()[0])

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ul_models.checkpoint import atomic_write, read_checkpoint, write_checkpoint
+from ul_models.checkpoint import atomic_write, optimizer_update, read_checkpoint, write_checkpoint
 from ul_models.losses import decoder_loss, mix_seed
 from ul_models.nets import Denoiser, count_params
 from ul_models.sampler import sample
@@ -200,16 +200,8 @@ def _train_base(cfg: BaseConfig, run_dir: Path, resume: bool, progress: bool, sp
             loss_all = float(loss.detach())
         if not math.isfinite(loss_all):
             raise RuntimeError(f"base model: non-finite loss at step {step}; last good checkpoint kept in {run_dir}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        dist.average_gradients(net)
-        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-        opt.step()
-        with torch.no_grad():
-            for pe, p in zip(ema.parameters(), net.parameters()):
-                pe.lerp_(p, 1.0 - cfg.ema)
+        optimizer_update(net, ema, opt, loss, cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps)),
+                         cfg.grad_clip, cfg.ema)
         step += 1
         bar.update(1)
         if lead and (step % 50 == 0 or step == cfg.steps or step <= 5):

@@ -77,7 +77,7 @@ class Encoder(nn.Module):
         self.stem = nn.Conv2d(in_channels * patch_size**2, channels[0], 3, padding=1)
         self.levels = nn.ModuleList()
         prev = channels[0]
-        for level, ch in enumerate(channels):
+        for ch in channels:
             blocks = [ResBlock(prev if b == 0 else ch, ch) for b in range(num_blocks)]
             self.levels.append(nn.ModuleList(blocks))
             prev = ch

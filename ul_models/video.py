@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from ul_models.checkpoint import atomic_write, read_checkpoint, write_checkpoint
+from ul_models.checkpoint import atomic_write, optimizer_update, read_checkpoint, write_checkpoint
 from ul_models.losses import decoder_loss, mix_seed
 from ul_models.nets import Denoiser, count_params
 from ul_models.sampler import sample
@@ -244,15 +244,8 @@ def _train(cfg, run_dir: Path, codec: FrameCodec, clips_uint8, labels, num_class
             if not torch.isfinite(loss):
                 raise RuntimeError(f"video base: non-finite loss at step {step}; the last good checkpoint is kept in "
                                    f"{run_dir}. Try a lower lr (now {cfg.lr}).")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-            for g in opt.param_groups:
-                g["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-            opt.step()
-            with torch.no_grad():
-                for pe, p in zip(ema.parameters(), net.parameters()):
-                    pe.lerp_(p, 1.0 - cfg.ema)
+            optimizer_update(net, ema, opt, loss, cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps)),
+                             cfg.grad_clip, cfg.ema)
             step += 1
             bar.update(1)
             if step % 50 == 0 or step == cfg.steps:

@@ -76,7 +76,6 @@ def train_cmd(what, scale, space, out, sets, resume, dry_run):
     if what == "ul":
         from ul_models.config import ULConfig
         from ul_models.train import train_stage1
-
         from ulbench import dist
 
         cfg = ULConfig.preset(scale).replace_from_strings(list(sets))

@@ -42,7 +42,8 @@ def cache_latents(space: Any, dataset: Any, out_dir: str | os.PathLike, shard_si
             with torch.inference_mode():
                 parts.append(space.encode(x, per_index_seeds(chunk, seed)).float())
             labels.append(y)
-        tensors = {"latents": torch.cat(parts).contiguous(), "labels": torch.cat(labels), "indices": torch.from_numpy(idx)}
+        tensors = {"latents": torch.cat(parts).contiguous(), "labels": torch.cat(labels),
+                   "indices": torch.from_numpy(idx)}
         path = out / f"shard-{k:05d}.safetensors"
         tmp = path.with_suffix(".tmp")
         save_file(tensors, str(tmp))

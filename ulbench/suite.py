@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import time
-
-import numpy as np
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
+
+import numpy as np
 
 from ulbench.config import RunConfig, SuiteConfig
 from ulbench.results import ResultRow, append_rows, atomic_write_text, read_rows
