@@ -142,7 +142,8 @@ class ProxyDetector(Detector):
 
     Computed in float64. Images are resized to 64×64 (antialiased bilinear) in [−1, 1]; three 3×3 conv+ReLU
     layers (16, 32, 48 channels, strides 1, 2, 2; He-normal weights) feed per-channel means and standard
-    deviations of every layer, a 2×2 average-pooled image, and the mean absolute Laplacian per colour at 64, 32 and 16 px: 213 dims.
+    deviations of every layer, a 2×2 average-pooled image, and the mean absolute Laplacian per colour at 64,
+    32 and 16 px: 213 dims.
     """
 
     name = "proxy"
