@@ -76,3 +76,26 @@ def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("ULBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("ULBENCH_WEIGHTS_DIR", raising=False)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+# A UL config small enough for few-second training tests (shared by the stage-1 test files).
+TINY_UL = dict(resolution=16, encoder_channels=(8, 16), prior_channels=(16,), decoder_channels=(16,), emb_dim=16,
+               steps=8, batch_size=4, warmup_steps=2, eval_every=4, checkpoint_every=3, eval_images=4, eval_draws=4,
+               decode_steps=3, num_threads=1)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread: on the shared 2-core machine two OpenMP threads run many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def checkpoint_tensors(run_dir: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a run's checkpoint.safetensors."""
+    from safetensors import safe_open
+
+    with safe_open(str(run_dir / "checkpoint.safetensors"), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}

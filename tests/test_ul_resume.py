@@ -9,27 +9,12 @@ import textwrap
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from ul_models.config import ULConfig
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = dict(
-    resolution=16,
-    encoder_channels=(8, 16),
-    prior_channels=(16,),
-    decoder_channels=(16,),
-    emb_dim=16,
-    steps=8,
-    batch_size=4,
-    warmup_steps=2,
-    eval_every=4,
-    checkpoint_every=3,
-    eval_images=4,
-    eval_draws=4,
-    decode_steps=3,
-    num_threads=1,
-)
+from tests.conftest import TINY_UL as TINY  # noqa: E402
+from tests.conftest import checkpoint_tensors  # noqa: E402
 
 CHILD = textwrap.dedent("""
     import json, os, signal, sys
@@ -72,9 +57,7 @@ def _child(tmp_path: Path, run_dir: Path, cfg: ULConfig, kill_at: int = -1, resu
     return proc.returncode
 
 
-def _tensors(path: Path) -> dict[str, torch.Tensor]:
-    with safe_open(str(path / "checkpoint.safetensors"), framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}
+_tensors = checkpoint_tensors
 
 
 def test_sigkilled_then_resumed_run_matches_uninterrupted(tmp_path):

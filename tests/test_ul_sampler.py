@@ -9,14 +9,7 @@ from ul_models.nets import Denoiser
 from ul_models.sampler import StackedRandomGenerator, sample
 from ul_models.schedule import Schedule, alpha_sigma
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on the shared 2-core machine two OpenMP threads run many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

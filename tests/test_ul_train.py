@@ -1,49 +1,23 @@
 """Stage-1 training: logs, safetensors checkpoints, NaN handling, ablation switches, the ULSpace adapter."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors import safe_open
 
 import ul_models.train as train_mod
+from tests.conftest import TINY_UL as TINY  # noqa: E402
+from tests.conftest import checkpoint_tensors  # noqa: E402
 from ul_models.config import ULConfig
 from ul_models.model import UnifiedLatents
 from ul_models.space import load_ul_space
 from ul_models.train import load_checkpoint, train_stage1
 
-TINY = dict(
-    resolution=16,
-    encoder_channels=(8, 16),
-    prior_channels=(16,),
-    decoder_channels=(16,),
-    emb_dim=16,
-    steps=8,
-    batch_size=4,
-    warmup_steps=2,
-    eval_every=4,
-    checkpoint_every=3,
-    eval_images=4,
-    eval_draws=4,
-    decode_steps=3,
-    num_threads=1,
-)
+_tensors = checkpoint_tensors
 
 
-def _tensors(path: Path) -> dict[str, torch.Tensor]:
-    with safe_open(str(path / "checkpoint.safetensors"), framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on the shared 2-core machine two OpenMP threads run many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
