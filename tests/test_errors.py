@@ -135,3 +135,11 @@ def test_atomic_append_keeps_old_rows_on_failure(tmp_path, monkeypatch):
         results.append_rows(path, [results.ResultRow("r", "s", "ssim", 0.5)])
     assert path.read_text() == before
     assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["run", "--help"], ["eval", "-h"]])
+def test_help_exits_zero_without_error_line(args):
+    """click's --help raises Exit (a RuntimeError): it must not become 'error: 0' and exit 2."""
+    result = _invoke(args)
+    assert result.exit_code == 0, result.output
+    assert "error:" not in result.output and "Usage:" in result.output
