@@ -169,14 +169,18 @@ def ref_cmd(data, split, resolution, skip_bad, limit, detector, weights, batch_s
 @click.option("--out", default=None, help="Directory: rows are appended to OUT/results.jsonl.")
 @click.option("--json", "as_json", is_flag=True, help="Print rows as JSON lines.")
 @click.option("--no-cache", is_flag=True, help="Recompute real-image features instead of using the cache.")
+@click.option("--ul-bound", "ul_bound", default=None,
+              help="Directory: fit (or reuse) a UL prior on the space's train-split latents and add bpp_ul_bound.")
+@click.option("--ul-bound-steps", default=600, show_default=True, help="Training steps of that prior.")
 def eval_cmd(space, data, split, resolution, skip_bad, limit, metrics, detector, weights, lpips_backbone,
-             lpips_weights, batch_size, seed, out, as_json, no_cache):
+             lpips_weights, batch_size, seed, out, as_json, no_cache, ul_bound, ul_bound_steps):
     """Reconstruct a dataset through a latent space and measure it; rows carry full provenance.
 
     \b
     Examples:
       ulbench eval --space jpeg-q50 --data embedded --metrics rfid,kid,psnr,ssim,bpp --detector proxy
       ulbench eval --space ul:runs/ul-tiny --metrics rfid,psnr,ssim,bpp --out results/
+      ulbench eval --space pixel --metrics bpp,psnr --ul-bound runs/bound-pixel   # UL bound of pixels
     """
     from ulbench import dist
     from ulbench.evaluation import FRECHET_METRICS, eval_space
@@ -191,8 +195,18 @@ def eval_cmd(space, data, split, resolution, skip_bad, limit, metrics, detector,
     ds = _dataset(data, split, resolution, skip_bad, limit)
     det = _detector(detector, weights) if any(m in FRECHET_METRICS for m in names) else None
     rank, world_size = dist.init_from_env()
+    built = None
+    if ul_bound:
+        if "bpp" not in names:
+            raise ValueError("--ul-bound adds a bits variant: include 'bpp' in --metrics")
+        from ul_models.latent_bound import BoundConfig, bound_for_space
+
+        train = _dataset(data, "train", resolution, skip_bad, None)
+        with dist.rank_zero_first():  # rank 0 fits (or finds) the prior; the others then load it
+            built = bound_for_space(SPACES.build(space), train, BoundConfig(steps=ul_bound_steps), ul_bound, seed,
+                                    progress=rank == 0)
     rows = eval_space(space, ds, names, det, batch_size, seed, lpips_backbone, lpips_weights, rank, world_size,
-                      progress=rank == 0, cache_features=not no_cache)
+                      progress=rank == 0, space=built, cache_features=not no_cache)
     if rank != 0:
         return
     if out:

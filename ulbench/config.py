@@ -43,6 +43,7 @@ class RunConfig:
     label: str = ""
     stage1: dict[str, Any] = field(default_factory=dict)  # ULConfig / tiny-VAE overrides
     base: dict[str, Any] = field(default_factory=dict)  # stage-2 base-model overrides
+    bound: dict[str, Any] = field(default_factory=dict)  # UL-style bits bound of deterministic spaces (BoundConfig)
     space: str | None = None  # for jpeg / sd-vae: the registry spec, e.g. jpeg-q10, sd-vae-ft-mse:DIR
     single_stage: bool = False  # UL-SPEC §7: encoder, prior, decoder and base trained end to end
     paper: dict[str, float] = field(default_factory=dict)  # the paper's numbers for this row (Table 6)

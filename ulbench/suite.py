@@ -15,6 +15,7 @@ from ulbench.results import ResultRow, append_rows, atomic_write_text, read_rows
 
 DONE = "done.json"
 GENERATIVE = ("ul", "sd-vae-tiny", "pixel")
+BOUNDED = ("sd-vae-tiny", "sd-vae", "pixel")  # deterministic latents: measure them with a fitted UL prior (§3)
 
 
 def run_dir_of(out: Path, suite: SuiteConfig, run: RunConfig) -> Path:
@@ -108,6 +109,22 @@ def _stage2(out: Path, suite: SuiteConfig, run: RunConfig, space: Any, spec: str
                  "sample_macs_base": macs.get("base", 0)}
 
 
+def _bounded(out: Path, suite: SuiteConfig, run: RunConfig, space: Any, spec: str, log: Callable[[str], None]):
+    """The space with a "ul_bound" bits variant: a UL prior fitted to its normalised train latents (UL-SPEC §3)."""
+    if run.system not in BOUNDED or "bpp" not in suite.eval.metrics or not run.bound.get("steps"):
+        return space
+    from ul_models.latent_bound import BoundConfig, bound_for_space
+    from ulbench.data import load_dataset
+    from ulbench.results import config_hash
+
+    cfg = BoundConfig(**{k: tuple(v) if k == "channels" else v for k, v in run.bound.items()})
+    key = config_hash({"space": spec, "data": suite.data, "res": suite.resolution, "bound": asdict(cfg)})
+    d = out / "bound" / f"{run.name}-{key}"
+    train = load_dataset(suite.data, split="train", resolution=suite.resolution)
+    log(f"[{run.name}] UL bound: a latent prior ({cfg.steps} steps) on {len(train)} train latents -> {d}")
+    return bound_for_space(space, train, cfg, d, suite.eval.seed, progress=True)
+
+
 def save_grid(images, path: Path, nrow: int = 8) -> str:
     """uint8 NCHW images as one PNG grid (written atomically)."""
     import io
@@ -147,7 +164,8 @@ def run_one(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, log: C
     data = load_dataset(suite.data, split=ev.split, resolution=suite.resolution)
     data = Subset(data, ev.num_eval) if ev.num_eval else data
     log(f"[{run.name}] evaluating reconstructions ({len(data)} images): {', '.join(recon)}")
-    rows = eval_space(spec, data, recon, detector, ev.batch_size, ev.seed, ev.lpips_backbone, space=space,
+    measured = _bounded(out, suite, run, space, spec, log)
+    rows = eval_space(spec, data, recon, detector, ev.batch_size, ev.seed, ev.lpips_backbone, space=measured,
                       progress=True)
     import torch
 

@@ -32,17 +32,19 @@ def rate_distortion(rows: list[dict[str, Any]], proxy: bool) -> bytes | None:
     fig, axes = plt.subplots(1, 2 if "rfid" in df else 1, figsize=(10, 4), squeeze=False)
     sns.set_theme(style="whitegrid")
     jpeg = df[df["kind"] == "jpeg"].sort_values("bpp")
-    other = df[df["kind"] != "jpeg"]
+    other = df[df["kind"] != "jpeg"].copy()
+    # learned spaces sit at their UL bound (UL-SPEC §3), comparable across spaces; else the space's own bits
+    other["rate"] = other["bpp_ul_bound"].fillna(other["bpp"]) if "bpp_ul_bound" in other else other["bpp"]
     labels = ("PSNR (dB) ↑", "rFID" + (" [proxy]" if proxy else "") + " ↓")
     for ax, metric, label in zip(axes[0], ("psnr", "rfid"), labels):
         if metric not in df:
             continue
         if len(jpeg):
             ax.plot(jpeg["bpp"], jpeg[metric], "k--o", label="JPEG (total file bits)", alpha=0.6)
-        sns.scatterplot(data=other, x="bpp", y=metric, hue="family", style="family", s=90, ax=ax)
+        sns.scatterplot(data=other, x="rate", y=metric, hue="family", style="family", s=90, ax=ax)
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("bits per pixel (log)")
+        ax.set_xlabel("bits per pixel, log (UL bound where measured; JPEG: file bits)")
         ax.set_ylabel(label)
         ax.legend(fontsize=7)
     fig.suptitle("Rate-distortion")

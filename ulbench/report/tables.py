@@ -9,13 +9,16 @@ import pandas as pd
 
 from ulbench.compare import format_value
 
-MAIN_METRICS = ("bpp", "psnr", "ssim", "lpips", "rfid", "gfid", "rfvd", "fvd", "fvd_copy_last", "train_flops")
+MAIN_METRICS = ("bpp", "bpp_ul_bound", "psnr", "ssim", "lpips", "rfid", "gfid", "rfvd", "fvd", "fvd_copy_last",
+                "train_flops")
 FRECHET = ("rfid", "gfid", "rfvd", "fvd", "fvd_copy_last")
 SHORT = {"bpp": "bpp", "psnr": "PSNR dB", "ssim": "SSIM", "lpips": "LPIPS", "rfid": "rFID", "gfid": "gFID",
-         "train_flops": "train FLOPs", "kid": "KID", "bpp_entropy": "bpp (entropy)", "rfvd": "rFVD", "fvd": "FVD",
+         "train_flops": "train FLOPs", "kid": "KID", "bpp_entropy": "bpp (entropy)",
+         "bpp_ul_bound": "bpp (UL bound)", "rfvd": "rFVD", "fvd": "FVD",
          "fvd_copy_last": "FVD copy-last"}
 ARROW = {"bpp": "↓", "psnr": "↑", "ssim": "↑", "lpips": "↓", "rfid": "↓", "gfid": "↓", "train_flops": "↓",
-         "kid": "↓", "bpp_entropy": "↓", "rfvd": "↓", "fvd": "↓", "fvd_copy_last": "↓"}
+         "kid": "↓", "bpp_entropy": "↓",
+         "bpp_ul_bound": "↓", "rfvd": "↓", "fvd": "↓", "fvd_copy_last": "↓"}
 PAPER_PROVENANCE = "paper: ImageNet-512, Inception (Table 6)"
 
 
