@@ -19,8 +19,10 @@ description: "test suite"
 eval: {{num_eval: 48, num_gen: 48, sample_steps: 2, decode_steps: 2}}
 defaults:
   base: {{steps: 3, checkpoint_every: 3, batch_size: 16, channels: [16, 32]}}
+  bound: {{steps: 3, batch_size: 16, channels: [16], draws: 2}}
 runs:
   - {{name: pixel, system: pixel, label: "pixel <b>diffusion</b>"}}
+  - {{name: sd-vae-tiny, system: sd-vae-tiny, stage1: {{steps: 2, batch_size: 8, metric_images: 16}}}}
   - {{name: jpeg-q10, system: jpeg, space: jpeg-q10}}
   - {{name: jpeg-q50, system: jpeg, space: jpeg-q50}}
 """
@@ -69,9 +71,16 @@ def test_suite_rows_table_and_reuse(mini_run):
     assert metrics[("jpeg-q10", "gfid")]["status"] == "skipped"
     assert metrics[("pixel", "bpp")]["value"] == 24.0
     assert metrics[("pixel", "train_flops")]["value"] > 0 and metrics[("jpeg-q10", "train_flops")]["value"] == 0
+    # deterministic spaces also get the UL bound of a fitted prior (UL-SPEC §3); JPEG has real bits instead
+    for system in ("pixel", "sd-vae-tiny"):
+        assert metrics[(system, "bpp_ul_bound")]["value"] > 0, system
+        assert "ul_bound" in metrics[(system, "bpp")]["provenance"]["system_info"]
+    assert metrics[("sd-vae-tiny", "gfid")]["status"] == "ok"
+    assert metrics[("sd-vae-tiny", "train_flops")]["value"] > 0
+    assert ("jpeg-q10", "bpp_ul_bound") not in metrics
     assert "[proxy]" in res.output
     again = CliRunner().invoke(main, ["run", "--suite", str(suite), "--out", str(out), "--no-report"])
-    assert again.exit_code == 0 and again.output.count("reusing finished run") == 3
+    assert again.exit_code == 0 and again.output.count("reusing finished run") == 4
 
 
 def test_report_markdown_html_escaped(mini_run):

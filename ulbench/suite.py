@@ -68,7 +68,8 @@ def _stage1(out: Path, suite: SuiteConfig, run: RunConfig, log: Callable[[str], 
         from baselines.sd_vae_train import train_sd_vae_tiny
         from ulbench.results import config_hash
 
-        kw = {"steps": 600, "batch_size": 32, "dataset": suite.data, "resolution": suite.resolution, **run.stage1}
+        kw = {"steps": 600, "batch_size": 32, "dataset": suite.data, "resolution": suite.resolution,
+              **_vae_overrides(run)}
         d = out / "stage1" / f"sd-vae-tiny-{config_hash(kw)}"
         if not (d / TINY_JSON).exists():
             log(f"[{run.name}] stage 1: sd-vae-tiny {kw['steps']} steps -> {d}")
@@ -79,6 +80,23 @@ def _stage1(out: Path, suite: SuiteConfig, run: RunConfig, log: Callable[[str], 
                        "stage1_dir": str(d)}
     spec = run.space or run.system
     return SPACES.build(spec), {"stage1_macs": {}, "stage1_samples": 0}
+
+
+def _vae_overrides(run: RunConfig) -> dict[str, Any]:
+    """The run's stage-1 keys that `train_sd_vae_tiny` takes; UL-only keys (shared suite defaults) are dropped."""
+    import dataclasses
+    import inspect
+
+    from baselines.sd_vae_train import train_sd_vae_tiny
+    from ul_models.config import ULConfig
+
+    accepted = set(inspect.signature(train_sd_vae_tiny).parameters) - {"run_dir", "progress", "overwrite"}
+    ul_only = {f.name for f in dataclasses.fields(ULConfig)} - accepted
+    bad = set(run.stage1) - accepted - ul_only
+    if bad:
+        raise ValueError(f"run {run.name}: sd-vae-tiny stage1 keys {sorted(bad)} are unknown; "
+                         f"expected some of {sorted(accepted)}")
+    return {k: v for k, v in run.stage1.items() if k in accepted}
 
 
 def _stage2(out: Path, suite: SuiteConfig, run: RunConfig, space: Any, spec: str,
