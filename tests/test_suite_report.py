@@ -139,6 +139,12 @@ def test_check_passes_on_baseline_and_fails_on_worse(mini_run, tmp_path):
     other.write_text("".join(json.dumps(x) + "\n" for x in rows))
     r = CliRunner().invoke(main, ["check", str(other), "--baseline", str(base)])
     assert r.exit_code == 2 and "different provenance" in r.output
+    doc = json.loads(base.read_text())
+    del doc["metrics"]["pixel/ssim"]  # a metric the baseline does not know yet: said, not silently ignored
+    older = tmp_path / "older.json"
+    older.write_text(json.dumps(doc))
+    r = CliRunner().invoke(main, ["check", str(results), "--baseline", str(older)])
+    assert r.exit_code == 0 and "not in the baseline" in r.output and "pixel/ssim" in r.output
 
 
 def test_committed_smoke_baseline_is_valid():

@@ -11,7 +11,7 @@ from ulbench.results import COMPARABLE_FIELDS, atomic_write_text, read_rows
 
 # metric -> (kind, tolerance): "abs" in the metric's unit or "rel" fraction of the baseline value
 TOLERANCES = {"psnr": ("abs", 0.5), "ssim": ("abs", 0.02), "lpips": ("abs", 0.02), "bpp": ("rel", 0.15),
-              "bpp_entropy": ("rel", 0.05), "rfid": ("rel", 0.25), "gfid": ("rel", 0.25), "kid": ("abs", 0.005),
+              "bpp_entropy": ("rel", 0.05), "bpp_ul_bound": ("rel", 0.15), "rfid": ("rel", 0.25), "gfid": ("rel", 0.25), "kid": ("abs", 0.005),
               "train_flops": ("rel", 1e-6), "sample_flops": ("rel", 1e-6)}
 FLOORS = {"rfid": 1e-3, "gfid": 1e-3, "kid": 1e-4}  # absolute slack for distances near 0
 
@@ -63,6 +63,8 @@ def check(rows: list[dict[str, Any]], baseline: dict[str, Any]) -> tuple[list[di
         status = "ok" if abs(delta) <= allowed else ("improved" if better else "regressed")
         report.append({"metric": key, "baseline": base, "current": value, "delta": delta, "allowed": allowed,
                        "status": status})
+    report += [{"metric": key, "baseline": None, "current": float(current[key]["value"]), "status": "new"}
+               for key in sorted(set(current) - set(baseline["metrics"]))]
     return report, refusals
 
 
@@ -86,11 +88,14 @@ def run_check(paths: list[str], baseline_path: str, update: bool = False) -> tup
     table = pd.DataFrame(report).to_markdown(index=False)
     bad = [r for r in report if r["status"] in ("regressed", "missing")]
     improved = [r for r in report if r["status"] == "improved"]
+    new = [r["metric"] for r in report if r["status"] == "new"]
     tail = ""
+    if new:
+        tail += f"\n{len(new)} metric(s) not in the baseline, so not gated ({', '.join(new)}): add them with --update."
     if improved:
         tail += f"\n{len(improved)} metric(s) improved beyond tolerance: refresh the baseline with --update."
     if bad:
         tail += f"\nFAILED: {len(bad)} metric(s) regressed or missing."
     else:
-        tail += f"\nOK: {len(report)} metrics within tolerance of the baseline."
+        tail += f"\nOK: {len(report) - len(new)} metrics within tolerance of the baseline."
     return (1 if bad else 0), table + tail
