@@ -11,7 +11,8 @@ from ulbench.results import COMPARABLE_FIELDS, atomic_write_text, read_rows
 
 # metric -> (kind, tolerance): "abs" in the metric's unit or "rel" fraction of the baseline value
 TOLERANCES = {"psnr": ("abs", 0.5), "ssim": ("abs", 0.02), "lpips": ("abs", 0.02), "bpp": ("rel", 0.15),
-              "bpp_entropy": ("rel", 0.05), "bpp_ul_bound": ("rel", 0.15), "rfid": ("rel", 0.25), "gfid": ("rel", 0.25), "kid": ("abs", 0.005),
+              "bpp_entropy": ("rel", 0.05), "bpp_ul_bound": ("rel", 0.15),
+              "rfid": ("rel", 0.25), "gfid": ("rel", 0.25), "kid": ("abs", 0.005),
               "train_flops": ("rel", 1e-6), "sample_flops": ("rel", 1e-6)}
 FLOORS = {"rfid": 1e-3, "gfid": 1e-3, "kid": 1e-4}  # absolute slack for distances near 0
 

@@ -9,8 +9,8 @@ import pandas as pd
 
 from ulbench.compare import format_value
 
-MAIN_METRICS = ("bpp", "bpp_ul_bound", "psnr", "ssim", "lpips", "rfid", "gfid", "rfvd", "fvd", "fvd_copy_last",
-                "train_flops")
+MAIN_METRICS = ("bpp", "bpp_ul_bound", "bpp_entropy", "psnr", "ssim", "lpips", "rfid", "gfid", "rfvd", "fvd",
+                "fvd_copy_last", "train_flops")
 FRECHET = ("rfid", "gfid", "rfvd", "fvd", "fvd_copy_last")
 SHORT = {"bpp": "bpp", "psnr": "PSNR dB", "ssim": "SSIM", "lpips": "LPIPS", "rfid": "rFID", "gfid": "gFID",
          "train_flops": "train FLOPs", "kid": "KID", "bpp_entropy": "bpp (entropy)",
@@ -64,6 +64,8 @@ def main_table(rows: list[dict[str, Any]], with_paper: bool) -> pd.DataFrame:
     for m in MAIN_METRICS:
         if m not in df:
             continue
+        if m == "bpp_ul_bound" and (df[m].isna() | (df[m] == df["bpp"])).all():
+            continue  # every row's bpp already is its UL bound (all-UL tables): no second copy
         name = SHORT[m] + (" [proxy]" if proxy and m in FRECHET else "") + " " + ARROW[m]
         if m == "train_flops":
             out[name] = [_fmt_flops(v) for v in df[m]]
