@@ -97,3 +97,29 @@ def test_bound_rejects_non_finite_latents():
     z[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="non-finite"):
         fit_latent_bound(z, BoundConfig(steps=1))
+
+
+def test_interrupted_fit_resumes_to_identical_weights(tmp_path, monkeypatch, one_thread):
+    """A fit stopped after step 5 resumes from its step-4 checkpoint and ends bit-identical to an uninterrupted one."""
+    import ul_models.latent_bound as lb
+
+    monkeypatch.setattr(lb, "CHECKPOINT_EVERY", 2)
+    z = torch.randn(32, 2, 4, 4, generator=torch.Generator().manual_seed(3))
+    cfg = BoundConfig(channels=(8,), emb_dim=8, steps=8, batch_size=8, draws=2, num_threads=1)
+    whole = fit_latent_bound(z, cfg, tmp_path / "whole")
+    real_update, calls = lb.optimizer_update, []
+
+    def stop_after_five(*args, **kwargs):
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real_update(*args, **kwargs)
+
+    monkeypatch.setattr(lb, "optimizer_update", stop_after_five)
+    with pytest.raises(KeyboardInterrupt):
+        fit_latent_bound(z, cfg, tmp_path / "cut")
+    assert not (tmp_path / "cut" / lb.BOUND_JSON).exists()  # unfinished: no summary, so never reused as done
+    monkeypatch.setattr(lb, "optimizer_update", real_update)
+    resumed = fit_latent_bound(z, cfg, tmp_path / "cut")
+    for (name, a), b in zip(whole.net.state_dict().items(), resumed.net.state_dict().values()):
+        assert torch.equal(a, b), name

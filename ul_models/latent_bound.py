@@ -28,6 +28,7 @@ from ul_models.train import batch_indices
 
 BOUND_CHECKPOINT = "latent_prior.safetensors"
 BOUND_JSON = "latent_prior.json"  # config, normalisation and training summary, written last
+CHECKPOINT_EVERY = 200  # steps between atomic checkpoints of an unfinished fit
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ def _fit(z_train: torch.Tensor, cfg: BoundConfig, run_dir: Path | None, progress
                          cfg.grad_clip, cfg.ema)
         step += 1
         bar.update(1)
-        if ckpt is not None and (step % 200 == 0 or step == cfg.steps):
+        if ckpt is not None and (step % CHECKPOINT_EVERY == 0 or step == cfg.steps):
             write_checkpoint(ckpt, {"net": net, "ema": ema}, opt, {"step": step, "config_hash": cfg.config_hash()})
     bar.close()
     summary = {"train_images": len(data), "latent_shape": list(data.shape[1:]), "steps": step,
