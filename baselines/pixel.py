@@ -29,7 +29,8 @@ class PixelSpace:
     def reconstruct(self, x_uint8: torch.Tensor, seeds: torch.Tensor) -> Reconstruction:
         """Exact reconstruction; 8 bits per subpixel."""
         bits = np.full(x_uint8.shape[0], 8.0 * x_uint8[0].numel(), dtype=np.float64)
-        return Reconstruction(self.decode(self.encode(x_uint8, seeds), seeds), {"total": bits})
+        z = self.encode(x_uint8, seeds)
+        return Reconstruction(self.decode(z, seeds), {"total": bits}, z=z)
 
     def info(self) -> dict[str, Any]:
         """No parameters; latents are pixels."""

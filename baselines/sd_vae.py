@@ -206,8 +206,8 @@ class SDVAESpace:
 
         self._check(x_uint8, seeds)
         mean, logvar = self._posterior(x_uint8)
-        x_hat = self.decode(self.normalise(self._raw_latents(mean, logvar, seeds)))
-        return Reconstruction(x_hat=x_hat, bits={"total": kl_bits_per_image(mean, logvar)})
+        z = self.normalise(self._raw_latents(mean, logvar, seeds))
+        return Reconstruction(x_hat=self.decode(z), bits={"total": kl_bits_per_image(mean, logvar)}, z=z)
 
     def flop_components(self, resolution: int | None = None) -> list[tuple[str, torch.nn.Module, tuple]]:
         """(name, module, example_inputs) for ulbench.metrics.flops.FlopReport: encoder and decoder, one image."""

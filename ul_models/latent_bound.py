@@ -151,7 +151,7 @@ def _fit(z_train: torch.Tensor, cfg: BoundConfig, run_dir: Path | None, progress
         last = float(nats.detach())
         if not math.isfinite(last):
             raise RuntimeError(f"latent bound: non-finite prior loss at step {step}; lower lr (now {cfg.lr})")
-        optimizer_update(net, ema, opt, nats / z[0].numel(), cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps),
+        optimizer_update(net, ema, opt, nats / z[0].numel(), cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps)),
                          cfg.grad_clip, cfg.ema)
         step += 1
         bar.update(1)
@@ -219,7 +219,8 @@ class BoundedSpace:
     def reconstruct(self, x_uint8: torch.Tensor, seeds: torch.Tensor) -> Any:
         """The wrapped reconstruction plus bits["ul_bound"] (and its estimator standard error) per image."""
         rec = self.space.reconstruct(x_uint8, seeds)
-        nats, se = self.bound.nats(self.space.encode(x_uint8, seeds), torch.as_tensor(seeds))
+        z = rec.z if rec.z is not None else self.space.encode(x_uint8, seeds)
+        nats, se = self.bound.nats(z, torch.as_tensor(seeds))
         bits = {**(rec.bits or {}), "ul_bound": nats / math.log(2.0)}
         stderr = {**(rec.bits_stderr or {}), "ul_bound": se / math.log(2.0)}
         return dataclasses.replace(rec, bits=bits, bits_stderr=stderr)

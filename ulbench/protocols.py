@@ -16,6 +16,7 @@ class Reconstruction:
     x_hat: torch.Tensor  # uint8 (N, 3, H, W)
     bits: dict[str, np.ndarray] | None = None  # variant -> float64 bits per image, e.g. {"total": ..., "entropy": ...}
     bits_stderr: dict[str, np.ndarray] | None = None  # optional per-image standard error of a stochastic bound
+    z: Any = None  # optional: the latents `encode` gives for these images (saves measuring code a second encode)
 
 
 @runtime_checkable
