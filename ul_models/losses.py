@@ -53,7 +53,7 @@ def diffusion_integrand(
 
 def kl_to_standard_normal(z: torch.Tensor, logsnr_end: float) -> torch.Tensor:
     """Closed-form KL(q(z_1|z) ‖ N(0, I)) per image: ½·Σ(α₁²z² + σ₁² − log σ₁² − 1) (UL-SPEC §3)."""
-    lam = torch.as_tensor(logsnr_end, dtype=z.dtype)
+    lam = torch.as_tensor(logsnr_end, dtype=z.dtype, device=z.device)
     alpha_sq, sigma_sq = torch.sigmoid(lam), torch.sigmoid(-lam)
     per_element = 0.5 * (alpha_sq * z.square() + sigma_sq - torch.log(sigma_sq) - 1.0)
     return per_element.flatten(1).sum(1)
@@ -127,7 +127,8 @@ def estimate_prior_nats(
 
     t is stratified per image (t_k = (u + k/draws) mod 1): still unbiased, lower variance; the reported
     standard error treats the draws as independent, which over-states it. Each image is evaluated in its
-    own batch of `draws`, so results do not depend on how images are batched.
+    own batch of `draws`, so results do not depend on how images are batched. Draws come from CPU generators
+    and move to `z_clean`'s device; the per-image nats come back as float64 numpy.
     """
     if draws < 2:
         raise ValueError(f"draws must be >= 2 to give a standard error, got {draws}; use e.g. 64")
@@ -135,12 +136,13 @@ def estimate_prior_nats(
     for i in range(z_clean.shape[0]):
         gen = torch.Generator().manual_seed(mix_seed(int(seeds[i]), stream))
         u = torch.rand((), generator=gen, dtype=torch.float64)
-        t = ((u + torch.arange(draws, dtype=torch.float64) / draws) % 1.0).to(z_clean.dtype)
+        t = ((u + torch.arange(draws, dtype=torch.float64) / draws) % 1.0).to(z_clean.device, z_clean.dtype)
         eps = torch.randn((draws,) + tuple(z_clean.shape[1:]), generator=gen, dtype=z_clean.dtype)
+        eps = eps.to(z_clean.device)  # drawn on CPU: the same (t, ε) on every device
         z = z_clean[i : i + 1].expand(draws, *z_clean.shape[1:])
         top = None if logsnr_max is None else logsnr_max[i : i + 1].expand_as(z)
         with torch.no_grad():
-            nats = prior_loss(eps_fn, z, t, eps, schedule, top)["prior"].double().numpy()
+            nats = prior_loss(eps_fn, z, t, eps, schedule, top)["prior"].double().cpu().numpy()
         means.append(nats.mean())
         stderrs.append(nats.std(ddof=1) / math.sqrt(draws))
     return np.asarray(means, dtype=np.float64), np.asarray(stderrs, dtype=np.float64)

@@ -11,6 +11,7 @@ from ul_models.losses import decoder_loss, estimate_prior_nats, prior_loss, stag
 from ul_models.nets import Denoiser, Encoder
 from ul_models.sampler import SAMPLER_STREAM, map_microbatches, sample
 from ul_models.schedule import Schedule, alpha_sigma, resolution_shift
+from ulbench.device import autocast
 
 LAMBDA_E_MARGIN = (
     0.5  # learned variance: λ_e stays in [λ_min + margin, λ₀] so each element's schedule is non-empty
@@ -63,7 +64,8 @@ class UnifiedLatents(nn.Module):
         self, z_clean: torch.Tensor, logsnr_e: torch.Tensor | None, noise: torch.Tensor
     ) -> torch.Tensor:
         """z₀ = α₀·z_clean + σ₀·ε (per element α_e, σ_e with learned variance), UL-SPEC §2."""
-        lam = torch.as_tensor(self.lambda0, dtype=z_clean.dtype) if logsnr_e is None else logsnr_e
+        lam = (torch.as_tensor(self.lambda0, dtype=z_clean.dtype, device=z_clean.device) if logsnr_e is None
+               else logsnr_e)
         alpha, sigma = alpha_sigma(lam)
         return alpha * z_clean + sigma * noise
 
@@ -118,10 +120,15 @@ class UnifiedLatents(nn.Module):
 
     @torch.no_grad()
     def prior_nats(
-        self, z_clean: torch.Tensor, logsnr_e: torch.Tensor | None, seeds: torch.Tensor, draws: int = 64
+        self, z_clean: torch.Tensor, logsnr_e: torch.Tensor | None, seeds: torch.Tensor, draws: int = 64,
+        precision: str = "fp32",
     ) -> tuple:
         """Per-image L_prior (nats) mean and standard error over `draws` seeded (t, ε) draws (UL-SPEC §3)."""
-        return estimate_prior_nats(self.prior.eps, z_clean, self.prior_schedule, seeds, draws, logsnr_e)
+        def eps_fn(z_t, lam):
+            with autocast(z_clean.device, precision):
+                return self.prior.eps(z_t, lam).float()
+
+        return estimate_prior_nats(eps_fn, z_clean, self.prior_schedule, seeds, draws, logsnr_e)
 
     @torch.no_grad()
     def decode(
@@ -131,8 +138,11 @@ class UnifiedLatents(nn.Module):
         seeds: torch.Tensor,
         steps: int,
         micro_batch: int = 16,
+        precision: str = "fp32",
     ) -> torch.Tensor:
-        """Decoder sampler from noise to x̂ ∈ [−1, 1] given z₀ (DDIM in λ, per-sample seeds), UL-SPEC §6."""
+        """Decoder sampler from noise to x̂ ∈ [−1, 1] given z₀ (DDIM in λ, per-sample seeds), UL-SPEC §6.
+
+        Runs on z₀'s device (noise drawn on CPU generators and moved), the decoder under autocast(precision)."""
         cond = self.decoder_cond(z0, logsnr_e)
         shape = (3, z0.shape[-2] * self.downsample_factor, z0.shape[-1] * self.downsample_factor)
         return sample(
@@ -145,16 +155,22 @@ class UnifiedLatents(nn.Module):
             clip_x=1.0,
             micro_batch=micro_batch,
             stream=SAMPLER_STREAM,
+            device=z0.device,
+            precision=precision,
         )
 
     @torch.no_grad()
     def encode_batched(
-        self, x: torch.Tensor, micro_batch: int = 16
+        self, x: torch.Tensor, micro_batch: int = 16, precision: str = "fp32"
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`encode_clean` on fixed-size micro-batches, so each image's latent is independent of batch size."""
-        out = map_microbatches(
-            lambda xx: torch.cat([v for v in self.encode_clean(xx) if v is not None], 1), [x], micro_batch
-        )
+        """`encode_clean` on fixed-size micro-batches, so each image's latent is independent of batch size;
+        the encoder runs under autocast(precision) on x's device, latents come back float32."""
+        def enc(xx: torch.Tensor) -> torch.Tensor:
+            with autocast(xx.device, precision):
+                out = self.encode_clean(xx)
+            return torch.cat([v.float() for v in out if v is not None], 1)
+
+        out = map_microbatches(enc, [x], micro_batch)
         if not self.learned_variance:
             return out, None
         return out[:, : self.latent_channels], out[:, self.latent_channels :]

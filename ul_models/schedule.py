@@ -33,8 +33,8 @@ def _t_of_cosine(logsnr: torch.Tensor, shift: float) -> torch.Tensor:
 def logsnr_cosine(t: torch.Tensor, logsnr_min, logsnr_max, shift: float = 0.0) -> torch.Tensor:
     """Shifted cosine log-SNR −2·log(tan(π t/2)) + shift, truncated to [λ_min, λ_max] by affine map of t."""
     t = torch.as_tensor(t)
-    lo = _t_of_cosine(torch.as_tensor(logsnr_max, dtype=t.dtype), shift)
-    hi = _t_of_cosine(torch.as_tensor(logsnr_min, dtype=t.dtype), shift)
+    lo = _t_of_cosine(torch.as_tensor(logsnr_max, dtype=t.dtype, device=t.device), shift)
+    hi = _t_of_cosine(torch.as_tensor(logsnr_min, dtype=t.dtype, device=t.device), shift)
     u = lo + t * (hi - lo)
     return -2.0 * torch.log(torch.tan(0.5 * math.pi * u)) + shift
 
@@ -42,8 +42,8 @@ def logsnr_cosine(t: torch.Tensor, logsnr_min, logsnr_max, shift: float = 0.0) -
 def dlogsnr_dt_cosine(t: torch.Tensor, logsnr_min, logsnr_max, shift: float = 0.0) -> torch.Tensor:
     """dλ/dt of the truncated shifted cosine schedule: −2π·(t_hi − t_lo)/sin(π u) (negative)."""
     t = torch.as_tensor(t)
-    lo = _t_of_cosine(torch.as_tensor(logsnr_max, dtype=t.dtype), shift)
-    hi = _t_of_cosine(torch.as_tensor(logsnr_min, dtype=t.dtype), shift)
+    lo = _t_of_cosine(torch.as_tensor(logsnr_max, dtype=t.dtype, device=t.device), shift)
+    hi = _t_of_cosine(torch.as_tensor(logsnr_min, dtype=t.dtype, device=t.device), shift)
     u = lo + t * (hi - lo)
     return -2.0 * math.pi * (hi - lo) / torch.sin(math.pi * u)
 
@@ -51,13 +51,14 @@ def dlogsnr_dt_cosine(t: torch.Tensor, logsnr_min, logsnr_max, shift: float = 0.
 def logsnr_uniform(t: torch.Tensor, logsnr_min, logsnr_max) -> torch.Tensor:
     """Uniform-in-λ schedule λ(t) = λ_max + t·(λ_min − λ_max)."""
     t = torch.as_tensor(t)
-    return logsnr_max + t * (torch.as_tensor(logsnr_min, dtype=t.dtype) - logsnr_max)
+    return logsnr_max + t * (torch.as_tensor(logsnr_min, dtype=t.dtype, device=t.device) - logsnr_max)
 
 
 def dlogsnr_dt_uniform(t: torch.Tensor, logsnr_min, logsnr_max) -> torch.Tensor:
     """dλ/dt = λ_min − λ_max of the uniform-in-λ schedule (constant, negative)."""
     t = torch.as_tensor(t)
-    diff = torch.as_tensor(logsnr_min, dtype=t.dtype) - torch.as_tensor(logsnr_max, dtype=t.dtype)
+    diff = (torch.as_tensor(logsnr_min, dtype=t.dtype, device=t.device)
+            - torch.as_tensor(logsnr_max, dtype=t.dtype, device=t.device))
     return diff * torch.ones_like(t)
 
 

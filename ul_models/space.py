@@ -1,7 +1,9 @@
 """Unified Latents as a ulbench LatentSpace: uint8 NCHW in and out, bits from the prior bound (UL-SPEC §2-4).
 
-Registered as `ul:RUN_DIR` (ulbench/registry.py). All noise is drawn from per-image seeds and every network
-runs on fixed-size micro-batches, so results are identical whatever the batch size.
+Registered as `ul:RUN_DIR` (ulbench/registry.py). All noise is drawn from per-image seeds on CPU generators and
+moved to the space's device, and every network runs on fixed-size micro-batches, so results are identical whatever
+the batch size and agree across devices up to float rounding. Inputs may live anywhere; images, latents and bits come
+back on the CPU (`*_on_device` keep tensors on the device).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ul_models.losses import mix_seed
 from ul_models.model import UnifiedLatents, build_stage1
 from ul_models.nets import count_params
 from ul_models.train import CHECKPOINT, load_checkpoint, to_uint8, to_unit
+from ulbench.device import Execution, check_precision, resolve_device
 
 ENCODER_STREAM = 1  # seed stream of the encoder noise ε in z₀ = α₀ z_clean + σ₀ ε
 BITS_STREAM = 3  # seed stream of the (t, ε) draws of the bits estimate
@@ -48,6 +51,8 @@ class ULSpace:
         bits_draws: int,
         trained_steps: int,
         micro_batch: int = 16,
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
     ):
         self.model = model.eval()  # EMA weights
         self.cfg = cfg
@@ -56,9 +61,22 @@ class ULSpace:
         self.bits_draws = bits_draws  # (t, ε) draws per image of the bits estimate
         self.trained_steps = trained_steps
         self.micro_batch = micro_batch  # fixed network batch (last chunk padded): batch-size invariance
+        self.device, self.precision = torch.device("cpu"), "fp32"
+        self.to(device, precision)
+
+    def to(self, device: str | torch.device, precision: str | None = None) -> "ULSpace":
+        """Move the networks to `device` (and set the autocast precision); returns self."""
+        self.device = resolve_device(device)
+        self.precision = check_precision(precision or self.precision)
+        self.model.to(self.device)
+        return self
+
+    def _clean(self, x_uint8: torch.Tensor):
+        x = to_unit(x_uint8.to(self.device, non_blocking=True))
+        return self.model.encode_batched(x, self.micro_batch, self.precision)
 
     def _latents(self, x_uint8: torch.Tensor, seeds: torch.Tensor):
-        z_clean, logsnr_e = self.model.encode_batched(to_unit(x_uint8), self.micro_batch)
+        z_clean, logsnr_e = self._clean(x_uint8)
         noise = torch.stack(
             [
                 torch.randn(
@@ -67,44 +85,49 @@ class ULSpace:
                 )
                 for s in seeds
             ]
-        )
+        ).to(self.device, non_blocking=True)  # drawn on CPU: the same ε on every device
         return z_clean, logsnr_e, self.model.noisy_latent(z_clean, logsnr_e, noise)
 
     @torch.no_grad()
-    def encode(self, x_uint8: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
-        """z₀ = α₀·E(x) + σ₀·ε, ε from each image's seed; learned variance appends the λ_e map."""
+    def encode_on_device(self, x_uint8: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        """`encode` without the copy back: float32 latents on the space's device."""
         _check_uint8(x_uint8, seeds)
         _, logsnr_e, z0 = self._latents(x_uint8, seeds)
         return z0 if logsnr_e is None else torch.cat([z0, logsnr_e], dim=1)
 
     @torch.no_grad()
-    def decode(self, z: torch.Tensor, seeds: torch.Tensor, steps: int | None = None) -> torch.Tensor:
-        """Decoder sampler (DDIM in λ, `steps` or the default) from z₀ to uint8 NCHW images (UL-SPEC §6)."""
+    def encode(self, x_uint8: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        """z₀ = α₀·E(x) + σ₀·ε, ε from each image's seed; learned variance appends the λ_e map (CPU float32)."""
+        return self.encode_on_device(x_uint8, seeds).cpu()
+
+    @torch.no_grad()
+    def decode_on_device(self, z: torch.Tensor, seeds: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        """Decoder sampler (DDIM in λ) from z₀ to x̂ ∈ [−1, 1], float32 on the space's device (UL-SPEC §6)."""
         c = self.cfg.latent_channels
         if z.ndim != 4 or z.shape[1] != (2 * c if self.cfg.learned_variance else c):
             raise ValueError(f"expected latents (N, {c}, h, w) from encode(), got {tuple(z.shape)}")
         if len(seeds) != z.shape[0]:
             raise ValueError(f"need one seed per latent: {len(seeds)} seeds for {z.shape[0]} latents")
+        z = z.to(self.device, torch.float32, non_blocking=True)
         z0, logsnr_e = (z, None) if not self.cfg.learned_variance else (z[:, :c], z[:, c:])
-        x = self.model.decode(
-            z0.float(),
-            logsnr_e,
-            torch.as_tensor(seeds),
-            steps or self.decode_steps,
-            micro_batch=self.micro_batch,
-        )
-        return to_uint8(x)
+        return self.model.decode(z0, logsnr_e, torch.as_tensor(seeds), steps or self.decode_steps,
+                                 micro_batch=self.micro_batch, precision=self.precision)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, seeds: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        """Decoder sampler (DDIM in λ, `steps` or the default) from z₀ to uint8 NCHW images on CPU (UL-SPEC §6)."""
+        return to_uint8(self.decode_on_device(z, seeds, steps)).cpu()
 
     @torch.no_grad()
     def bits(self, x_uint8: torch.Tensor, seeds: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Per-image bits (float64) and standard error of the prior bound L_prior/ln 2 (UL-SPEC §3)."""
         _check_uint8(x_uint8, seeds)
-        z_clean, logsnr_e = self.model.encode_batched(to_unit(x_uint8), self.micro_batch)
+        z_clean, logsnr_e = self._clean(x_uint8)
         return self._bits(z_clean, logsnr_e, seeds)
 
     def _bits(self, z_clean, logsnr_e, seeds) -> tuple[np.ndarray, np.ndarray]:
         bit_seeds = torch.tensor([mix_seed(int(s), BITS_STREAM) for s in seeds], dtype=torch.int64)
-        nats, nats_se = self.model.prior_nats(z_clean, logsnr_e, bit_seeds, self.bits_draws)
+        nats, nats_se = self.model.prior_nats(z_clean, logsnr_e, bit_seeds, self.bits_draws, self.precision)
         return nats / math.log(2.0), nats_se / math.log(2.0)
 
     @torch.no_grad()
@@ -114,11 +137,8 @@ class ULSpace:
 
         _check_uint8(x_uint8, seeds)
         z_clean, logsnr_e, z0 = self._latents(x_uint8, seeds)
-        x_hat = to_uint8(
-            self.model.decode(
-                z0, logsnr_e, torch.as_tensor(seeds), self.decode_steps, micro_batch=self.micro_batch
-            )
-        )
+        x_hat = to_uint8(self.model.decode(z0, logsnr_e, torch.as_tensor(seeds), self.decode_steps,
+                                           micro_batch=self.micro_batch, precision=self.precision)).cpu()
         bits, bits_se = self._bits(z_clean, logsnr_e, seeds)
         # UL's rate is its own UL bound: reported under both names so every space has a comparable "ul_bound"
         return Reconstruction(x_hat=x_hat, bits={"total": bits, "ul_bound": bits},
@@ -142,14 +162,16 @@ class ULSpace:
             "latent_channels_layout": "z0 then lambda_e map" if self.cfg.learned_variance else "z0",
             "trained_steps": self.trained_steps,
             "weights": "EMA",
+            **({"precision": self.precision} if self.precision != "fp32" else {}),  # fp32 keeps old cache keys
             "config_hash": self.cfg.config_hash(),
             "run_dir": self.run_dir,
             "config": self.cfg.to_dict(),
         }
 
 
-def load_ul_space(run_dir: str, steps: int | None = None, bits_draws: int = 64, **_: Any) -> ULSpace:
-    """Load a stage-1 run's EMA weights as a LatentSpace (`ul:RUN_DIR` in ulbench's registry)."""
+def load_ul_space(run_dir: str, steps: int | None = None, bits_draws: int = 64, device: str | torch.device = "cpu",
+                  precision: str = "fp32", execution: Execution | None = None, **_: Any) -> ULSpace:
+    """Load a stage-1 run's EMA weights as a LatentSpace (`ul:RUN_DIR`) on `device` (or `execution`'s)."""
     path = Path(run_dir)
     if not (path / "config.json").exists() or not (path / CHECKPOINT).exists():
         raise ValueError(
@@ -161,6 +183,7 @@ def load_ul_space(run_dir: str, steps: int | None = None, bits_draws: int = 64, 
     cfg = ULConfig.from_dict(json.loads((path / "config.json").read_text()))
     model = build_stage1(cfg)
     state = load_checkpoint(path, ema=model)
-    return ULSpace(
-        model, cfg, str(run_dir), int(steps or cfg.decode_steps), int(bits_draws), int(state["step"])
-    )
+    if execution is not None:
+        device, precision = execution.torch_device, execution.precision
+    return ULSpace(model, cfg, str(run_dir), int(steps or cfg.decode_steps), int(bits_draws), int(state["step"]),
+                   device=device, precision=precision)
