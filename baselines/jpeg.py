@@ -10,6 +10,7 @@ import PIL
 import torch
 from PIL import Image
 
+from ulbench.device import check_precision, resolve_device
 from ulbench.protocols import Reconstruction
 
 
@@ -44,18 +45,27 @@ def entropy_coded_bytes(data: bytes) -> int:
 
 class JpegSpace:
     """`jpeg-qN`: bits are the whole file ("total") and the entropy-coded data alone ("entropy"), since
-    headers and tables cost ~600 bytes, ~5 bits/pixel by themselves at 32×32."""
+    headers and tables cost ~600 bytes, ~5 bits/pixel by themselves at 32×32. The codec is libjpeg on the CPU
+    whatever the device: inputs on any device are copied to the CPU, outputs are CPU uint8."""
 
-    def __init__(self, quality: int | str = 50, **_: Any):
+    def __init__(self, quality: int | str = 50, device: str | torch.device = "cpu", precision: str = "fp32",
+                 **_: Any):
         quality = int(quality)
         if not 1 <= quality <= 95:
             raise ValueError(f"JPEG quality must be in 1..95 (PIL's useful range), got {quality}; e.g. jpeg-q50")
         self.quality = quality
         self.name = f"jpeg-q{quality}"
+        self.to(device, precision)
+
+    def to(self, device: str | torch.device, precision: str | None = None) -> "JpegSpace":
+        """Record the execution (the codec itself always runs on the CPU); returns self."""
+        self.device = resolve_device(device)
+        self.precision = check_precision(precision or getattr(self, "precision", "fp32"))
+        return self
 
     def encode(self, x_uint8: torch.Tensor, seeds: torch.Tensor) -> list[bytes]:
         """One JPEG byte string per image."""
-        return [jpeg_encode(img.permute(1, 2, 0).numpy(), self.quality) for img in x_uint8]
+        return [jpeg_encode(img.permute(1, 2, 0).numpy(), self.quality) for img in x_uint8.cpu()]
 
     def decode(self, z: list[bytes], seeds: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         """Decode byte strings to uint8 NCHW."""

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ulbench.device import autocast, check_precision, resolve_device
+
 HUB_IDS = {"sd-vae-ft-mse": "stabilityai/sd-vae-ft-mse", "sd-vae-ft-ema": "stabilityai/sd-vae-ft-ema"}
 TINY_JSON = "sd_vae_tiny.json"  # training config, metrics and latent statistics of an sd-vae-tiny run
 BITS_NOTE = ("bits['total'] = the VAE's own KL(q(z|x) || N(0, I)) of the raw posterior, in bits per image "
@@ -126,15 +128,19 @@ def kl_bits_per_image(mean: torch.Tensor, logvar: torch.Tensor) -> np.ndarray:
     """KL(N(mean, e^logvar) ‖ N(0, I)) summed per image, in bits, float64 (Kingma & Welling 2014, eq. 10)."""
     m, lv = mean.to(torch.float64), logvar.to(torch.float64)
     nats = 0.5 * (m.square() + lv.exp() - 1.0 - lv).flatten(1).sum(1)
-    return (nats / math.log(2.0)).numpy()
+    return (nats / math.log(2.0)).cpu().numpy()
 
 
 class SDVAESpace:
-    """An AutoencoderKL as a LatentSpace: uint8 NCHW in/out, normalised latents (ARCHITECTURE.md; edm2 encoders)."""
+    """An AutoencoderKL as a LatentSpace: uint8 NCHW in/out, normalised latents (ARCHITECTURE.md; edm2 encoders).
+
+    The VAE runs on `device` under autocast(`precision`); posterior noise is drawn on CPU generators and moved;
+    latents (float32) and images (uint8) come back on the CPU (`*_on_device` keep them on the device)."""
 
     def __init__(self, vae: Any, name: str, latent_shift: Any, latent_scale: Any, *, normalisation: str,
                  source: str, weights: dict[str, str], sample_posterior: bool = False,
-                 resolution: int | None = None, max_batch: int = 32, extra_info: dict[str, Any] | None = None):
+                 resolution: int | None = None, max_batch: int = 32, extra_info: dict[str, Any] | None = None,
+                 device: str | torch.device | None = None, precision: str = "fp32"):
         self.vae = vae.eval().requires_grad_(False)
         self.name = name
         channels = int(vae.config.latent_channels)
@@ -148,6 +154,18 @@ class SDVAESpace:
         self.max_batch = max_batch  # images per forward pass (memory only; results do not depend on it)
         self.extra_info = extra_info or {}
         self.downsample_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.precision = "fp32"
+        first = next(vae.parameters(), None)
+        self.to(device if device is not None else (first.device if first is not None else "cpu"), precision)
+
+    def to(self, device: str | torch.device, precision: str | None = None) -> "SDVAESpace":
+        """Move the VAE and the latent normalisation to `device` (and set the autocast precision); returns self."""
+        self.device = resolve_device(device)
+        self.precision = check_precision(precision or self.precision)
+        self.vae.to(self.device)
+        self.latent_shift = self.latent_shift.to(self.device)
+        self.latent_scale = self.latent_scale.to(self.device)
+        return self
 
     # --- normalisation (the only place the scaling factor is applied) ---
     def normalise(self, z_raw: torch.Tensor) -> torch.Tensor:
@@ -175,9 +193,10 @@ class SDVAESpace:
         """Posterior mean and (clamped) log-variance of the raw latents, in chunks of max_batch."""
         means, logvars = [], []
         for chunk in x_uint8.split(self.max_batch):
-            dist = self.vae.encode(to_unit_range(chunk)).latent_dist
-            means.append(dist.mean)
-            logvars.append(dist.logvar)
+            with autocast(self.device, self.precision):
+                dist = self.vae.encode(to_unit_range(chunk.to(self.device, non_blocking=True))).latent_dist
+            means.append(dist.mean.float())
+            logvars.append(dist.logvar.float())
         return torch.cat(means), torch.cat(logvars)
 
     def _raw_latents(self, mean: torch.Tensor, logvar: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
@@ -185,20 +204,34 @@ class SDVAESpace:
         if not self.sample_posterior:
             return mean
         eps = torch.stack([torch.randn(mean.shape[1:], generator=torch.Generator().manual_seed(int(s)))
-                           for s in seeds])
+                           for s in seeds]).to(mean.device, non_blocking=True)  # CPU draws: device-independent
         return mean + (0.5 * logvar).exp() * eps
 
-    def encode(self, x_uint8: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
-        """uint8 NCHW → normalised float32 latents (N, C, H/f, W/f)."""
+    def encode_on_device(self, x_uint8: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        """`encode` without the copy back: normalised float32 latents on the space's device."""
         self._check(x_uint8, seeds)
         mean, logvar = self._posterior(x_uint8)
         return self.normalise(self._raw_latents(mean, logvar, seeds))
 
+    def encode(self, x_uint8: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        """uint8 NCHW → normalised float32 latents (N, C, H/f, W/f) on the CPU."""
+        return self.encode_on_device(x_uint8, seeds).cpu()
+
+    @torch.no_grad()
+    def decode_on_device(self, z: torch.Tensor) -> torch.Tensor:
+        """Normalised latents (any device) → uint8 NCHW on the space's device."""
+        raw = self.denormalise(z.to(self.device, torch.float32, non_blocking=True))
+        out = []
+        for chunk in raw.split(self.max_batch):
+            with autocast(self.device, self.precision):
+                x = self.vae.decode(chunk).sample
+            out.append(to_uint8(x.float()))
+        return torch.cat(out)
+
     @torch.no_grad()
     def decode(self, z: torch.Tensor, seeds: torch.Tensor | None = None, steps: int | None = None) -> torch.Tensor:
-        """Normalised latents → uint8 NCHW; the decoder is deterministic, so seeds and steps are unused."""
-        raw = self.denormalise(z.to(torch.float32))
-        return torch.cat([to_uint8(self.vae.decode(chunk).sample) for chunk in raw.split(self.max_batch)])
+        """Normalised latents → uint8 NCHW on the CPU; the decoder is deterministic, so seeds and steps are unused."""
+        return self.decode_on_device(z).cpu()
 
     def reconstruct(self, x_uint8: torch.Tensor, seeds: torch.Tensor) -> Any:
         """Encode, decode and the VAE's KL rate in bits per image (see BITS_NOTE)."""
@@ -207,14 +240,16 @@ class SDVAESpace:
         self._check(x_uint8, seeds)
         mean, logvar = self._posterior(x_uint8)
         z = self.normalise(self._raw_latents(mean, logvar, seeds))
-        return Reconstruction(x_hat=self.decode(z), bits={"total": kl_bits_per_image(mean, logvar)}, z=z)
+        return Reconstruction(x_hat=self.decode_on_device(z).cpu(), bits={"total": kl_bits_per_image(mean, logvar)},
+                              z=z.cpu())
 
     def flop_components(self, resolution: int | None = None) -> list[tuple[str, torch.nn.Module, tuple]]:
         """(name, module, example_inputs) for ulbench.metrics.flops.FlopReport: encoder and decoder, one image."""
         res = resolution or self.resolution or int(self.vae.config.sample_size)
         c, f = int(self.vae.config.latent_channels), self.downsample_factor
-        return [(f"{self.name}/encoder", _EncoderNet(self.vae), (torch.zeros(1, 3, res, res),)),
-                (f"{self.name}/decoder", _DecoderNet(self.vae), (torch.zeros(1, c, res // f, res // f),))]
+        dev = self.device
+        return [(f"{self.name}/encoder", _EncoderNet(self.vae), (torch.zeros(1, 3, res, res, device=dev),)),
+                (f"{self.name}/decoder", _DecoderNet(self.vae), (torch.zeros(1, c, res // f, res // f, device=dev),))]
 
     def info(self) -> dict[str, Any]:
         """Latent shape, downsampling, parameters, weights hashes, normalisation and bits definition."""
@@ -241,27 +276,32 @@ class SDVAESpace:
             "decoder": "deterministic single pass (seeds and steps ignored)",
             "input_range": "uint8 [0, 255] -> [-1, 1] inside the adapter; output rounded back to uint8",
             "bits": BITS_NOTE,
+            **({"precision": self.precision} if self.precision != "fp32" else {}),
             "config": {k: v for k, v in dict(vae.config).items() if not k.startswith("_")},
             **self.extra_info,
         }
 
 
 def load_sd_vae(variant: str = "sd-vae-ft-mse", path: str | None = None, sample_posterior: bool | str = False,
-                cache_dir: str | None = None, device: str = "cpu", resolution: int | None = None,
-                **_: Any) -> SDVAESpace:
+                cache_dir: str | None = None, device: str | torch.device = "cpu", resolution: int | None = None,
+                precision: str = "fp32", execution: Any = None, **_: Any) -> SDVAESpace:
     """Stable Diffusion ft-MSE / ft-EMA VAE from a local folder or the HF cache (Rombach et al. 2022)."""
+    if execution is not None:
+        device, precision = execution.torch_device, execution.precision
     folder = resolve_sd_vae_dir(variant, path, cache_dir)
-    vae = load_autoencoder_kl(folder, device)
+    vae = load_autoencoder_kl(folder, resolve_device(device))
     shift = vae.config.get("shift_factor") or 0.0
     return SDVAESpace(vae, variant, shift, float(vae.config.scaling_factor), normalisation="config scaling_factor",
                       source=str(folder.resolve()), weights=weights_sha256(folder),
                       sample_posterior=str(sample_posterior).lower() in ("1", "true", "yes"), resolution=resolution,
-                      extra_info={"hub_id": HUB_IDS[variant]})
+                      extra_info={"hub_id": HUB_IDS[variant]}, precision=precision)
 
 
-def load_sd_vae_tiny(run_dir: str, sample_posterior: bool | str = False, device: str = "cpu",
-                     **_: Any) -> SDVAESpace:
+def load_sd_vae_tiny(run_dir: str, sample_posterior: bool | str = False, device: str | torch.device = "cpu",
+                     precision: str = "fp32", execution: Any = None, **_: Any) -> SDVAESpace:
     """The small AutoencoderKL trained in-suite by `baselines.sd_vae_train.train_sd_vae_tiny` (LDM KL-VAE)."""
+    if execution is not None:
+        device, precision = execution.torch_device, execution.precision
     folder = Path(run_dir).expanduser()
     meta_path = folder / TINY_JSON
     if not meta_path.is_file():
@@ -269,7 +309,7 @@ def load_sd_vae_tiny(run_dir: str, sample_posterior: bool | str = False, device:
                                 "sd-vae-tiny run. Train one with `python -c \"from baselines.sd_vae_train import "
                                 f"train_sd_vae_tiny; train_sd_vae_tiny('{folder}')\"`.")
     meta = json.loads(meta_path.read_text())
-    vae = load_autoencoder_kl(folder, device)
+    vae = load_autoencoder_kl(folder, resolve_device(device))
     stats = meta["latent_stats"]
     scale = [1.0 / s for s in stats["std"]]
     return SDVAESpace(vae, f"sd-vae-tiny:{folder}", stats["mean"], scale,
@@ -278,4 +318,4 @@ def load_sd_vae_tiny(run_dir: str, sample_posterior: bool | str = False, device:
                       sample_posterior=str(sample_posterior).lower() in ("1", "true", "yes"),
                       resolution=meta["train"]["resolution"],
                       extra_info={"training": meta["train"], "objective": meta["objective"],
-                                  "train_metrics": meta["metrics"], "latent_stats": stats})
+                                  "train_metrics": meta["metrics"], "latent_stats": stats}, precision=precision)
