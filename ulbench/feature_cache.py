@@ -40,6 +40,8 @@ class RealFeatureCache:
         root = Path(cache_dir or os.environ.get("ULBENCH_CACHE") or Path.home() / ".cache" / "ulbench")
         prov = detector.provenance()
         key = f"{dataset_fingerprint(dataset)}__{prov['detector']}__{prov['detector_weights_sha256'][:12]}"
+        if prov.get("detector_precision"):  # reduced-precision features never mix with fp32 ones
+            key += f"__{prov['detector_precision']}"
         self.path = root / "features" / f"{key}.npz"
         self.detector = detector
         self.num_items = len(dataset)

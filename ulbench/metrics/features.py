@@ -1,6 +1,9 @@
 """Feature detectors for Fréchet metrics: torch-fidelity's Inception, clean-fid's resize, and a labelled proxy.
 
-Every detector takes uint8 NCHW images of any size and owns its resize (PEERS.md pitfalls 3-4).
+Every detector takes uint8 NCHW images of any size and owns its resize (PEERS.md pitfalls 3-4). A detector runs on
+the device given by `.to(device, precision)` (or `build_detector(..., device=, precision=)`): inputs are moved there,
+its network runs under autocast(precision), features come back as float64 numpy on the CPU. `forward` is the
+on-device part (uint8 on the device in, float features on the device out).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ulbench.device import autocast, check_precision, resolve_device
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's release asset name
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION_FILE
@@ -54,15 +59,45 @@ def find_inception_weights(weights: str | os.PathLike | None = None) -> Path:
 
 
 class Detector:
-    """Base detector: `features(x_uint8) -> float64 (N, dim)` and `provenance()`."""
+    """Base detector: `features(x_uint8) -> float64 (N, dim)` on the CPU, `forward` on the device, `provenance()`."""
 
     name = "detector"
     dim = 0
     is_proxy = False
+    uses_autocast = True  # False: computes in its own fixed precision whatever `precision` says
+    device = torch.device("cpu")
+    precision = "fp32"
 
-    def features(self, x_uint8: torch.Tensor) -> np.ndarray:
-        """Features of a uint8 NCHW batch."""
+    def to(self, device: str | torch.device, precision: str | None = None) -> "Detector":
+        """Run on `device` under autocast(`precision`); returns self."""
+        self.device = resolve_device(device)
+        self.precision = check_precision(precision or self.precision)
+        self._move(self.device)
+        return self
+
+    def _move(self, device: torch.device) -> None:
+        """Move the detector's network and constant tensors to `device`."""
+
+    def check(self, x: Any) -> None:
+        """Reject inputs that are not uint8 images of the detector's layout."""
+        _check_uint8(x)
+
+    def forward(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        """Features of uint8 images already on the detector's device, as a float tensor on that device."""
         raise NotImplementedError
+
+    @torch.no_grad()
+    def features(self, x_uint8: torch.Tensor) -> np.ndarray:
+        """Features of a uint8 batch (any device): moved to the device, float64 numpy on the CPU back."""
+        self.check(x_uint8)
+        x = x_uint8.to(self.device, non_blocking=True)
+        with autocast(self.device, self.precision if self.uses_autocast else "fp32"):
+            out = self.forward(x)
+        return out.double().cpu().numpy()
+
+    def precision_provenance(self) -> dict[str, Any]:
+        """{"detector_precision": p} when the network runs in reduced precision (absent for fp32)."""
+        return {"detector_precision": self.precision} if self.uses_autocast and self.precision != "fp32" else {}
 
     def provenance(self) -> dict[str, Any]:
         """Detector name, weights hash, resize and proxy flag."""
@@ -91,26 +126,35 @@ class InceptionDetector(Detector):
             raise ValueError(f"{path}: not a readable Inception state dict ({type(e).__name__}: {e})") from e
         self.weights_path = str(path)
         self.model = FeatureExtractorInceptionV3(self.name, ["2048"], feature_extractor_weights_path=str(path))
+        self.model.eval().requires_grad_(False)
 
-    @torch.no_grad()
-    def features(self, x_uint8: torch.Tensor) -> np.ndarray:
-        """2048-d features exactly as torch-fidelity computes them."""
-        _check_uint8(x_uint8)
-        return self.model(x_uint8)[0].double().numpy()
+    def _move(self, device: torch.device) -> None:
+        self.model.to(device)
 
-    @torch.no_grad()
-    def features_float299(self, x: torch.Tensor) -> np.ndarray:
-        """2048-d features of float images already at 299×299 in [0, 255] (clean-fid's input convention)."""
+    def forward(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        """2048-d features exactly as torch-fidelity computes them, on the detector's device."""
+        return self.model(x_uint8)[0]
+
+    def forward299(self, x: torch.Tensor) -> torch.Tensor:
+        """2048-d features of float images already at 299×299 in [0, 255] (clean-fid's input), on the device."""
         x = (x.to(torch.float32) - 128) / 128
         for layer in INCEPTION_LAYERS:
             x = getattr(self.model, layer)(x)
-        return torch.flatten(x, 1).double().numpy()
+        return torch.flatten(x, 1)
+
+    @torch.no_grad()
+    def features_float299(self, x: torch.Tensor) -> np.ndarray:
+        """2048-d float64 features (CPU numpy) of float images at 299×299 in [0, 255] on any device."""
+        x = x.to(self.device, non_blocking=True)
+        with autocast(self.device, self.precision):
+            out = self.forward299(x)
+        return out.double().cpu().numpy()
 
     def provenance(self) -> dict[str, Any]:
         """Weights file and hash, resize (TF1 bilinear to 299)."""
         return {"detector": self.name, "detector_weights": os.path.basename(self.weights_path),
                 "detector_weights_sha256": sha256_file(self.weights_path), "resize": "tf1-bilinear-299",
-                "feature_dim": self.dim, "proxy": False}
+                "feature_dim": self.dim, "proxy": False, **self.precision_provenance()}
 
 
 class CleanFidDetector(InceptionDetector):
@@ -126,11 +170,15 @@ class CleanFidDetector(InceptionDetector):
 
     @torch.no_grad()
     def features(self, x_uint8: torch.Tensor) -> np.ndarray:
-        """Resize each image like clean-fid, then the Inception pool features."""
+        """Resize each image like clean-fid (PIL, on the CPU), then the Inception pool features on the device."""
         _check_uint8(x_uint8)
-        arrays = [self._resize(img.permute(1, 2, 0).numpy()) for img in x_uint8]
+        arrays = [self._resize(img.permute(1, 2, 0).numpy()) for img in x_uint8.cpu()]
         x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
         return self.features_float299(x)
+
+    def forward(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        """Not on the device: clean-fid's resize is PIL's; use `features` (or `forward299` after resizing)."""
+        raise NotImplementedError("clean-fid resizes with PIL on the CPU; call features() or forward299()")
 
     def provenance(self) -> dict[str, Any]:
         """As Inception, with clean-fid's resize."""
@@ -140,14 +188,15 @@ class CleanFidDetector(InceptionDetector):
 class ProxyDetector(Detector):
     """PROXY, not FID: fixed random conv features for offline runs (weights from numpy PCG64 seed 0).
 
-    Computed in float64. Images are resized to 64×64 (antialiased bilinear) in [−1, 1]; three 3×3 conv+ReLU
-    layers (16, 32, 48 channels, strides 1, 2, 2; He-normal weights) feed per-channel means and standard
-    deviations of every layer, a 2×2 average-pooled image, and the mean absolute Laplacian per colour at 64,
-    32 and 16 px: 213 dims.
+    Computed in float64 whatever the precision (on MPS, which has no float64, on the CPU). Images are resized to
+    64×64 (antialiased bilinear) in [−1, 1]; three 3×3 conv+ReLU layers (16, 32, 48 channels, strides 1, 2, 2;
+    He-normal weights) feed per-channel means and standard deviations of every layer, a 2×2 average-pooled image,
+    and the mean absolute Laplacian per colour at 64, 32 and 16 px: 213 dims.
     """
 
     name = "proxy"
     is_proxy = True
+    uses_autocast = False
     dim = 2 * (16 + 32 + 48) + 12 + 9
     resolution = 64
 
@@ -162,10 +211,17 @@ class ProxyDetector(Detector):
         self._sha = hashlib.sha256(blob).hexdigest()
         self._laplace = torch.tensor([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=torch.float64).expand(3, 1, 3, 3)
 
-    @torch.no_grad()
-    def features(self, x_uint8: torch.Tensor) -> np.ndarray:
-        """213-d proxy features, computed in float64 so they do not depend on batch size."""
-        _check_uint8(x_uint8)
+    def to(self, device: str | torch.device, precision: str | None = None) -> "ProxyDetector":
+        """Run on `device` (MPS lacks float64: the CPU instead); always float64; returns self."""
+        device = resolve_device(device)
+        return super().to("cpu" if device.type == "mps" else device, precision)
+
+    def _move(self, device: torch.device) -> None:
+        self.weights = [w.to(device) for w in self.weights]
+        self._laplace = self._laplace.to(device)
+
+    def forward(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        """213-d proxy features, computed in float64 so they do not depend on batch size, on the device."""
         x = x_uint8.to(torch.float64) / 127.5 - 1
         if x.shape[-1] != self.resolution or x.shape[-2] != self.resolution:
             x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", antialias=True,
@@ -179,7 +235,7 @@ class ProxyDetector(Detector):
         for _ in range(3):
             parts.append(F.conv2d(y, self._laplace, groups=3).abs().mean(dim=(2, 3)))
             y = F.avg_pool2d(y, 2)
-        return torch.cat(parts, dim=1).double().numpy()
+        return torch.cat(parts, dim=1)
 
     def provenance(self) -> dict[str, Any]:
         """Labelled proxy: seed and hash of the generated weights."""
@@ -188,13 +244,14 @@ class ProxyDetector(Detector):
                 "proxy": True}
 
 
-def build_detector(name: str, weights: str | None = None) -> Detector:
-    """A detector by registry name ("inception-v3-compat", "clean-fid", "proxy")."""
+def build_detector(name: str, weights: str | None = None, device: str | torch.device = "cpu",
+                   precision: str = "fp32") -> Detector:
+    """A detector by registry name ("inception-v3-compat", "clean-fid", "proxy") on `device`."""
     from ulbench.registry import DETECTORS
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        return DETECTORS.build(name, weights=weights)
+        return DETECTORS.build(name, weights=weights).to(device, precision)
 
 
 def metric_label(base: str, detector: Detector) -> str:

@@ -163,7 +163,8 @@ def _load_i3d(path: Path) -> tuple[str, nn.Module]:
 class I3DDetector(Detector):
     """FVD's detector (Unterthiner et al. 2018): I3D Kinetics-400 logits of clips resized to 224×224 (bilinear)
     in [−1, 1]; TorchScript called as StyleGAN-V does: `model(x, rescale=False, resize=False,
-    return_features=True)` on (N, 3, T, 224, 224)."""
+    return_features=True)` on (N, 3, T, 224, 224). Runs on `.to(device, precision)`, `batch_size` clips at a
+    time."""
 
     name = "i3d"
     dim = 400
@@ -177,6 +178,13 @@ class I3DDetector(Detector):
         self.weights_path = str(find_i3d_weights(weights))
         self.kind, self.model = _load_i3d(Path(self.weights_path))
         self.batch_size, self.resize = batch_size, resize
+
+    def check(self, x: Any) -> None:
+        """Reject anything but uint8 (N, T, 3, H, W) clips."""
+        _check_videos(x)
+
+    def _move(self, device: torch.device) -> None:
+        self.model.to(device)
 
     def preprocess(self, videos_uint8: torch.Tensor) -> torch.Tensor:
         """uint8 (N, T, 3, H, W) -> float32 (N, 3, T, 224, 224) in [−1, 1]."""
@@ -195,10 +203,8 @@ class I3DDetector(Detector):
         x = x / 127.5 - 1
         return x.reshape(n, t, 3, *size).permute(0, 2, 1, 3, 4).contiguous()
 
-    @torch.no_grad()
-    def features(self, videos_uint8: torch.Tensor) -> np.ndarray:
-        """400-d I3D logits per clip, float64 (the network itself runs in float32)."""
-        _check_videos(videos_uint8)
+    def forward(self, videos_uint8: torch.Tensor) -> torch.Tensor:
+        """400-d I3D logits per clip on the detector's device (float32, or autocast's precision)."""
         if self.kind == "state-dict" and videos_uint8.shape[1] < 9:
             raise ValueError(f"the InceptionI3d port needs clips of at least 9 frames, got {videos_uint8.shape[1]}")
         out = []
@@ -208,8 +214,8 @@ class I3DDetector(Detector):
                 y = self.model(x, rescale=False, resize=False, return_features=True)
             else:
                 y = self.model(x)
-            out.append(y.reshape(len(x), -1).double().numpy())
-        feats = np.concatenate(out) if out else np.zeros((0, self.dim))
+            out.append(y.reshape(len(x), -1).float())
+        feats = torch.cat(out) if out else torch.zeros((0, self.dim), device=videos_uint8.device)
         if feats.shape[1] != self.dim:
             raise ValueError(f"{self.weights_path}: the model returned {feats.shape[1]}-d features, expected 400")
         return feats
@@ -219,17 +225,18 @@ class I3DDetector(Detector):
         return {"detector": self.name, "detector_weights": os.path.basename(self.weights_path),
                 "detector_weights_sha256": sha256_file(self.weights_path), "detector_format": self.kind,
                 "resize": f"{self.resize}-{I3D_RESOLUTION}", "input_range": "[-1, 1]", "feature_dim": self.dim,
-                "proxy": False}
+                "proxy": False, **self.precision_provenance()}
 
 
 class VideoProxyDetector(Detector):
     """PROXY, not FVD: ProxyDetector features averaged over 4 evenly spaced frames (213) plus temporal statistics
     of all frames at 32 px: mean |Δx| per colour at 32/16/8 px (9), mean |Δ²x| (3), mean |conv(Δx)| with the
     proxy's first layer (16), lag-1 temporal correlation per colour (3), std over time of the 2×2-pooled
-    frames (12): 256 dims, float64."""
+    frames (12): 256 dims, float64 whatever the precision, on the device of `.to(device)`."""
 
     name = "video-proxy"
     is_proxy = True
+    uses_autocast = False
     dim = ProxyDetector.dim + 9 + 3 + 16 + 3 + 12
     spatial_frames = 4  # frames per clip through the (costly) per-frame proxy
     temporal_px = 32  # resolution of the temporal statistics
@@ -237,16 +244,24 @@ class VideoProxyDetector(Detector):
     def __init__(self, seed: int = 0, **_: Any):
         self.frame = ProxyDetector(seed)
 
-    @torch.no_grad()
-    def features(self, videos_uint8: torch.Tensor) -> np.ndarray:
-        """256-d float64 features per clip; each clip's features depend on that clip only."""
-        _check_videos(videos_uint8)
+    def check(self, x: Any) -> None:
+        """Reject anything but uint8 (N, T, 3, H, W) clips."""
+        _check_videos(x)
+
+    def to(self, device: str | torch.device, precision: str | None = None) -> "VideoProxyDetector":
+        """Run on `device` (MPS lacks float64: the CPU instead); always float64; returns self."""
+        self.frame.to(device, precision)
+        return super().to(self.frame.device, precision)
+
+    def forward(self, videos_uint8: torch.Tensor) -> torch.Tensor:
+        """256-d float64 features per clip on the device; each clip's features depend on that clip only."""
         n, t = videos_uint8.shape[:2]
         if t < 3:
             raise ValueError(f"the video proxy needs clips of at least 3 frames, got {t}")
-        picks = torch.from_numpy(np.linspace(0, t - 1, min(t, self.spatial_frames)).round().astype(np.int64))
+        picks = np.linspace(0, t - 1, min(t, self.spatial_frames)).round().astype(np.int64)
+        picks = torch.from_numpy(picks).to(videos_uint8.device)
         sub = videos_uint8[:, picks].reshape(-1, *videos_uint8.shape[2:])
-        parts = [torch.from_numpy(self.frame.features(sub)).reshape(n, len(picks), -1).mean(dim=1)]
+        parts = [self.frame.forward(sub).reshape(n, len(picks), -1).mean(dim=1)]
         res = self.temporal_px
         x = videos_uint8.reshape(n * t, *videos_uint8.shape[2:]).to(torch.float64) / 127.5 - 1
         if tuple(x.shape[-2:]) != (res, res):
@@ -265,7 +280,7 @@ class VideoProxyDetector(Detector):
         num = (z[:, 1:] * z[:, :-1]).mean(dim=(3, 4))
         den = (z[:, 1:].square().mean(dim=(3, 4)) * z[:, :-1].square().mean(dim=(3, 4))).sqrt().clamp_min(1e-12)
         parts += [(num / den).mean(dim=1), pooled.std(dim=1)]
-        return torch.cat(parts, dim=1).double().numpy()
+        return torch.cat(parts, dim=1)
 
     def provenance(self) -> dict[str, Any]:
         """Labelled proxy: the frame proxy's seed and hash, plus the temporal statistics."""
@@ -277,14 +292,15 @@ class VideoProxyDetector(Detector):
 VIDEO_DETECTORS = {"i3d": I3DDetector, "video-proxy": VideoProxyDetector, "proxy": VideoProxyDetector}
 
 
-def build_video_detector(name: str, weights: str | None = None) -> Detector:
-    """A video detector by name ("i3d", "video-proxy")."""
+def build_video_detector(name: str, weights: str | None = None, device: str | torch.device = "cpu",
+                         precision: str = "fp32") -> Detector:
+    """A video detector by name ("i3d", "video-proxy") on `device`."""
     if name not in VIDEO_DETECTORS:
         raise ValueError(f"unknown video detector {name!r}; known: {', '.join(VIDEO_DETECTORS)} (FVD needs a video "
                          f"detector taking (N, T, 3, H, W) clips)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        return VIDEO_DETECTORS[name](weights=weights)
+        return VIDEO_DETECTORS[name](weights=weights).to(device, precision)
 
 
 class FVD(FID):

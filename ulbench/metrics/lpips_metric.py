@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ulbench.device import autocast, check_precision, resolve_device
 from ulbench.metrics.base import PerImageMean
 from ulbench.metrics.features import sha256_file
 from ulbench.protocols import Batch
@@ -61,27 +62,43 @@ def build_lpips(backbone: str = "pretrained", weights: str | None = None) -> tup
 
 
 class LPIPS(PerImageMean):
-    """Mean per-image LPIPS distance of reconstructions to originals (inputs scaled to [−1, 1])."""
+    """Mean per-image LPIPS distance of reconstructions to originals (inputs scaled to [−1, 1]); the network runs
+    on `device` under autocast(`precision`), the per-image scores are kept in float64 on the CPU."""
 
     name, label, higher_is_better = "lpips", "LPIPS", False
     needs = frozenset({"real", "fake"})
 
-    def __init__(self, lpips_backbone: str = "pretrained", lpips_weights: str | None = None, **_: Any):
+    def __init__(self, lpips_backbone: str = "pretrained", lpips_weights: str | None = None,
+                 device: str | torch.device = "cpu", precision: str = "fp32", **_: Any):
         self.model, self._prov = build_lpips(lpips_backbone, lpips_weights)
         if lpips_backbone == "random":
             self.label = "LPIPS [random trunk: not LPIPS]"
+        self.precision = "fp32"
+        self.to(device, precision)
         super().__init__()
+
+    def to(self, device: str | torch.device, precision: str | None = None) -> "LPIPS":
+        """Run the network on `device` under autocast(`precision`); returns self."""
+        self.device = resolve_device(device)
+        self.precision = check_precision(precision or self.precision)
+        self.model.to(self.device)
+        return self
+
+    def distances(self, x_uint8: torch.Tensor, y_uint8: torch.Tensor) -> torch.Tensor:
+        """Per-image LPIPS of two uint8 batches on the metric's device (a float tensor there)."""
+        a = x_uint8.to(self.device, non_blocking=True).float() / 127.5 - 1
+        b = y_uint8.to(self.device, non_blocking=True).float() / 127.5 - 1
+        with autocast(self.device, self.precision):
+            return self.model(a, b).flatten().float()
 
     @torch.no_grad()
     def update(self, batch: Batch) -> None:
         """Add per-image distances."""
-        a = batch.x_real.float() / 127.5 - 1
-        b = batch.x_fake.float() / 127.5 - 1
-        self.add_scores(self.model(a, b).flatten().double().numpy())
+        self.add_scores(self.distances(batch.x_real, batch.x_fake).double().cpu().numpy())
 
     def provenance(self) -> dict[str, Any]:
-        """Trunk weights and version."""
-        return dict(self._prov)
+        """Trunk weights and version (and the precision when reduced)."""
+        return {**self._prov, **({"lpips_precision": self.precision} if self.precision != "fp32" else {})}
 
 
 def lpips_reference(x: torch.Tensor, y: torch.Tensor, model: torch.nn.Module) -> np.ndarray:

@@ -1,4 +1,7 @@
-"""PSNR and SSIM per image in float64, batched in torch; scikit-image's functions are the test oracle."""
+"""PSNR and SSIM per image in float64, batched in torch; scikit-image's functions are the test oracle.
+
+Exact pixel statistics of uint8 images: computed in float64 on whatever device the images are on (the harness hands
+CPU images), never under autocast."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ def psnr_db(x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
     """PSNR per image, dB, data range 255 (skimage.metrics.peak_signal_noise_ratio); inf when identical."""
     mse = ((x.double() - y.double()) ** 2).flatten(1).mean(1)
     with np.errstate(divide="ignore"):
-        return 10 * np.log10(DATA_RANGE**2 / mse.numpy())
+        return 10 * np.log10(DATA_RANGE**2 / mse.cpu().numpy())
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor, win_size: int = 7) -> np.ndarray:
@@ -28,7 +31,7 @@ def ssim(x: torch.Tensor, y: torch.Tensor, win_size: int = 7) -> np.ndarray:
         raise ValueError(f"SSIM needs images of at least {win_size}×{win_size}, got {tuple(x.shape[-2:])}")
     a, b = x.double(), y.double()
     c = a.shape[1]
-    kernel = torch.full((c, 1, win_size, win_size), 1.0 / win_size**2, dtype=torch.float64)
+    kernel = torch.full((c, 1, win_size, win_size), 1.0 / win_size**2, dtype=torch.float64, device=a.device)
 
     def filt(t: torch.Tensor) -> torch.Tensor:
         return F.conv2d(t, kernel, groups=c)
@@ -40,7 +43,7 @@ def ssim(x: torch.Tensor, y: torch.Tensor, win_size: int = 7) -> np.ndarray:
     vxy = cov_norm * (filt(a * b) - ux * uy)
     c1, c2 = (0.01 * DATA_RANGE) ** 2, (0.03 * DATA_RANGE) ** 2
     s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
-    return s.mean(dim=(1, 2, 3)).numpy()
+    return s.mean(dim=(1, 2, 3)).cpu().numpy()
 
 
 class PSNR(PerImageMean):
