@@ -1,4 +1,7 @@
-"""Evaluation jobs behind the CLI: a space on a dataset -> result rows; folders -> FID; reference statistics."""
+"""Evaluation jobs behind the CLI: a space on a dataset -> result rows; folders -> FID; reference statistics.
+
+An `Execution` (ulbench.device) says where they compute: spaces, detectors and network metrics are moved to its
+device and precision, data are read by its `num_workers`, and its device and precision go into every row."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ulbench.device import Execution, describe
 from ulbench.harness import compute_all, evaluate_space, run_batches, shard_indices
 from ulbench.metrics.frechet import FeatureStats, frechet_distance, rank_deficiency_warning
 from ulbench.protocols import Batch
@@ -20,15 +24,39 @@ FRECHET_METRICS = ("rfid", "kid")
 
 
 def build_metrics(names: list[str], num_items: int, detector: Any = None, lpips_backbone: str = "pretrained",
-                  lpips_weights: str | None = None, seed: int = 0) -> list:
-    """Instantiate metrics by name, sharing one detector between rFID and KID."""
+                  lpips_weights: str | None = None, seed: int = 0, execution: Execution | None = None) -> list:
+    """Instantiate metrics by name, sharing one detector between rFID and KID; network metrics (LPIPS) on
+    `execution`'s device and precision."""
+    placement = {} if execution is None else {"device": execution.torch_device, "precision": execution.precision}
     out = []
     for name in names:
         entry, _ = METRICS.resolve(name)
         cls = entry.load()
         out.append(cls(detector=detector, num_items=num_items, lpips_backbone=lpips_backbone,
-                       lpips_weights=lpips_weights, seed=seed))
+                       lpips_weights=lpips_weights, seed=seed, **placement))
     return out
+
+
+def place(obj: Any, execution: Execution | None) -> Any:
+    """Move a space, a wrapped space (`.space`) or a detector to `execution`'s device and precision; returns obj."""
+    if execution is None or obj is None:
+        return obj
+    target = obj if hasattr(obj, "to") else getattr(obj, "space", None)
+    if target is not None and hasattr(target, "to"):
+        target.to(execution.torch_device, execution.precision)
+    return obj
+
+
+def execution_provenance(execution: Execution | None, system: Any = None) -> dict[str, Any]:
+    """Device and precision for result rows: the execution's, else where `system` says it runs (else CPU fp32)."""
+    if execution is not None:
+        return execution.provenance()
+    import torch
+
+    inner = getattr(system, "space", system)
+    device = getattr(system, "device", None) or getattr(inner, "device", None) or torch.device("cpu")
+    precision = getattr(system, "precision", None) or getattr(inner, "precision", None) or "fp32"
+    return {"device": describe(torch.device(device)), "precision": precision, "compile": False}
 
 
 def run_provenance(dataset_info: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -55,14 +83,17 @@ def rows_from_values(values: dict, system: str, run_id: str, base_prov: dict[str
 def eval_space(space_spec: str, dataset: Any, metric_names: list[str], detector: Any = None, batch_size: int = 64,
                seed: int = 0, lpips_backbone: str = "pretrained", lpips_weights: str | None = None,
                rank: int = 0, world_size: int = 1, progress: bool = False, space: Any = None,
-               cache_features: bool = True) -> list[ResultRow]:
-    """Reconstruct `dataset` through a space and return result rows (rank 0's rows hold the merged values)."""
+               cache_features: bool = True, execution: Execution | None = None) -> list[ResultRow]:
+    """Reconstruct `dataset` through a space and return result rows (rank 0's rows hold the merged values);
+    with `execution`, the space, detector and LPIPS run on its device and precision."""
     from ulbench import dist
 
     t0 = time.perf_counter()
-    space = space if space is not None else SPACES.build(space_spec)
-    metrics = build_metrics(metric_names, len(dataset), detector, lpips_backbone, lpips_weights, seed)
-    out = evaluate_space(space, dataset, metrics, batch_size, seed, rank, world_size, progress, cache_features)
+    space = place(space if space is not None else SPACES.build(space_spec), execution)
+    place(detector, execution)
+    metrics = build_metrics(metric_names, len(dataset), detector, lpips_backbone, lpips_weights, seed, execution)
+    out = evaluate_space(space, dataset, metrics, batch_size, seed, rank, world_size, progress, cache_features,
+                         num_workers=execution.num_workers if execution is not None else 0)
     n_total = dist.all_reduce_metrics(metrics, out.num_images) if world_size > 1 else out.num_images
     values = compute_all(metrics)
     config = {"space": space_spec, "data": dataset.info(), "metrics": metric_names, "seed": seed,
@@ -71,14 +102,16 @@ def eval_space(space_spec: str, dataset: Any, metric_names: list[str], detector:
     prov = run_provenance(dataset.info(), {
         "system_info": info, "seed": seed, "seeds": "per image: (seed << 32) + dataset index",
         "num_images_evaluated": n_total, "batch_size": batch_size, "world_size": world_size,
+        **execution_provenance(execution, space),
         "config_hash": config_hash(config), "decode_steps": info.get("decode_steps"),
         "skipped_bad_files": [f for f, _ in out.skipped], "wall_time_s": round(time.perf_counter() - t0, 3)})
     run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{config_hash(config)}"
     return rows_from_values(values, getattr(space, "name", space_spec), run_id, prov)
 
 
-def dataset_features(dataset: Any, detector: Any, batch_size: int = 64, progress: bool = False) -> np.ndarray:
-    """Detector features of every image of a dataset, in index order."""
+def dataset_features(dataset: Any, detector: Any, batch_size: int = 64, progress: bool = False,
+                     num_workers: int = 0) -> np.ndarray:
+    """Detector features of every image of a dataset, in index order (the detector computes on its device)."""
     feats: dict[int, np.ndarray] = {}
 
     class _Collect:
@@ -86,7 +119,8 @@ def dataset_features(dataset: Any, detector: Any, batch_size: int = 64, progress
             for i, f in zip(batch.indices, batch.features(detector, "real")):
                 feats[int(i)] = f
 
-    run_batches(dataset, shard_indices(len(dataset)), [_Collect()], batch_size, 0, None, progress)
+    run_batches(dataset, shard_indices(len(dataset)), [_Collect()], batch_size, 0, None, progress,
+                num_workers=num_workers)
     if not feats:
         raise ValueError(f"{dataset.info().get('source', dataset.name)}: no readable images")
     return np.stack([feats[i] for i in sorted(feats)])
@@ -139,10 +173,12 @@ def ref_name(dataset_info: dict[str, Any], detector_prov: dict[str, Any], n: int
     parts = [dataset_info["dataset"].replace("/", "_").replace(":", "-"), dataset_info["split"],
              f"res{dataset_info['resolution']}", detector_prov["detector"],
              detector_prov["detector_weights_sha256"][:12], detector_prov["resize"].replace(" ", "_"), f"n{n}"]
+    if detector_prov.get("detector_precision"):  # reduced-precision statistics never mix with fp32 ones
+        parts.append(detector_prov["detector_precision"])
     return "__".join(parts)
 
 
-def reference_stats(dataset: Any, detector: Any, batch_size: int = 64):
+def reference_stats(dataset: Any, detector: Any, batch_size: int = 64, num_workers: int = 0):
     """Reference statistics of a dataset split (features cached on disk), as fid.ReferenceStats."""
     from ulbench.feature_cache import RealFeatureCache
     from ulbench.metrics.fid import ReferenceStats
@@ -151,7 +187,7 @@ def reference_stats(dataset: Any, detector: Any, batch_size: int = 64):
     idx = np.arange(len(dataset))
     feats = cache.lookup(idx)
     if feats is None:
-        feats = dataset_features(dataset, detector, batch_size)
+        feats = dataset_features(dataset, detector, batch_size, num_workers=num_workers)
         cache.store(idx, feats)
         cache.save()
     mu, sigma = stats_of(feats).mean_cov()
@@ -161,9 +197,10 @@ def reference_stats(dataset: Any, detector: Any, batch_size: int = 64):
 
 def eval_generator(generator: Any, ref_dataset: Any, detector: Any, num_samples: int, batch_size: int = 64,
                    seed: int = 0, rank: int = 0, world_size: int = 1, progress: bool = False,
-                   system: str | None = None) -> list[ResultRow]:
+                   system: str | None = None, execution: Execution | None = None) -> list[ResultRow]:
     """gFID: `num_samples` samples (per-index seeds, labels from the training class frequencies) against the
-    reference split's statistics, through the same Fréchet engine as rFID."""
+    reference split's statistics, through the same Fréchet engine as rFID; with `execution` the detector runs on
+    its device (and its device and precision are recorded)."""
     import torch
     from tqdm import tqdm
 
@@ -172,7 +209,8 @@ def eval_generator(generator: Any, ref_dataset: Any, detector: Any, num_samples:
     from ulbench.metrics.fid import FID
 
     t0 = time.perf_counter()
-    ref = reference_stats(ref_dataset, detector, batch_size)
+    place(detector, execution)  # the generator is placed by whoever built it (its nets and space move together)
+    ref = reference_stats(ref_dataset, detector, batch_size, execution.num_workers if execution is not None else 0)
     metric = FID(detector=detector, reference=ref, name="gfid")
     _, labels = ref_dataset.get(np.arange(len(ref_dataset)))
     counts = np.bincount(labels.numpy(), minlength=max(1, ref_dataset.num_classes)).astype(np.float64)
@@ -182,7 +220,7 @@ def eval_generator(generator: Any, ref_dataset: Any, detector: Any, num_samples:
         chunk = indices[start:start + batch_size]
         with torch.inference_mode():
             x = generator.sample(per_index_seeds(chunk, seed), class_probs=class_probs)
-        metric.update(Batch(indices=chunk, x_fake=x))
+        metric.update(Batch(indices=chunk, x_fake=x.cpu()))
     if world_size > 1:
         dist.all_reduce_metrics([metric], len(indices))
     values = compute_all([metric])
@@ -192,7 +230,7 @@ def eval_generator(generator: Any, ref_dataset: Any, detector: Any, num_samples:
                            "resolution": ref_dataset.resolution}, {
         "system_info": info, "seed": seed, "seeds": "per sample: (seed << 32) + sample index",
         "labels": "per sample from the reference split's class frequencies", "batch_size": batch_size,
-        "world_size": world_size, "config_hash": config_hash(config),
+        "world_size": world_size, **execution_provenance(execution, generator), "config_hash": config_hash(config),
         "wall_time_s": round(time.perf_counter() - t0, 3)})
     run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{config_hash(config)}"
     return rows_from_values(values, system or generator.name, run_id, prov)

@@ -2,6 +2,7 @@
 
 Shard k holds dataset indices [k·S, (k+1)·S); rank r writes the shards k ≡ r (mod world size), each atomically
 with a JSON sidecar, so an interrupted job resumes by skipping finished shards; rank 0 writes the manifest.
+The encoder runs on the execution's device and precision (latents come back to the CPU as float32).
 """
 
 from __future__ import annotations
@@ -15,16 +16,23 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from ulbench.device import Execution
 from ulbench.features_hash import sha256_bytes
-from ulbench.harness import per_index_seeds
+from ulbench.harness import iter_batches, per_index_seeds
 from ulbench.results import atomic_write_text, config_hash
 
 MANIFEST = "manifest.json"
 
 
 def cache_latents(space: Any, dataset: Any, out_dir: str | os.PathLike, shard_size: int = 1024,
-                  batch_size: int = 64, seed: int = 0, rank: int = 0, world_size: int = 1) -> dict[str, Any]:
-    """Encode `dataset` with `space.encode` (per-index seeds) into shards under `out_dir`; returns the manifest."""
+                  batch_size: int = 64, seed: int = 0, rank: int = 0, world_size: int = 1,
+                  execution: Execution | None = None) -> dict[str, Any]:
+    """Encode `dataset` with `space.encode` (per-index seeds) into shards under `out_dir`; returns the manifest.
+    With `execution`, the space is moved to its device and precision and data are read by its workers."""
+    from ulbench.evaluation import place
+
+    place(space, execution)
+    num_workers = execution.num_workers if execution is not None else 0
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n = len(dataset)
@@ -36,11 +44,11 @@ def cache_latents(space: Any, dataset: Any, out_dir: str | os.PathLike, shard_si
             continue  # finished earlier (resume)
         idx = np.arange(k * shard_size, min(n, (k + 1) * shard_size), dtype=np.int64)
         parts, labels = [], []
-        for s in range(0, len(idx), batch_size):
-            chunk = idx[s:s + batch_size]
-            x, y = dataset.get(chunk)
+        for x, y, chunk, bad, _ in iter_batches(dataset, idx, batch_size, num_workers):
+            if x is None or len(chunk) != len(x) or bad:
+                raise ValueError(f"latent cache: unreadable images in shard {k} ({bad[:3]}); fix or remove them")
             with torch.inference_mode():
-                parts.append(space.encode(x, per_index_seeds(chunk, seed)).float())
+                parts.append(space.encode(x, per_index_seeds(chunk, seed)).float().cpu())
             labels.append(y)
         tensors = {"latents": torch.cat(parts).contiguous(), "labels": torch.cat(labels),
                    "indices": torch.from_numpy(idx)}

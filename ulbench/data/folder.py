@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -70,13 +71,13 @@ class _Source:
                                 if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
             meta = root / "dataset.json"
             self.meta = json.loads(meta.read_text()) if meta.is_file() else None
-        self._zip = None
+        self._zip, self._zip_pid = None, 0
 
     def read(self, name: str) -> bytes:
         if not self.is_zip:
             return (self.root / name).read_bytes()
-        if self._zip is None:
-            self._zip = zipfile.ZipFile(self.root)
+        if self._zip is None or self._zip_pid != os.getpid():  # DataLoader workers open their own handle
+            self._zip, self._zip_pid = zipfile.ZipFile(self.root), os.getpid()
         return self._zip.read(name)
 
 
