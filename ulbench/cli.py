@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import warnings
@@ -32,10 +33,50 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
-def _detector(name: str, weights: str | None):
+def _detector(name: str, weights: str | None, execution=None):
     from ulbench.metrics.features import build_detector
 
-    return build_detector(name, weights)
+    if execution is None:
+        return build_detector(name, weights)
+    return build_detector(name, weights, execution.torch_device, execution.precision)
+
+
+def make_execution(device: str, precision: str, batch_size: int | None, num_workers: int,
+                   compile: bool = False):
+    """An Execution from the shared options, validated now (bad device or precision: ValueError → exit 2)."""
+    from ulbench.device import Execution, autocast
+
+    execution = Execution(device=device, precision=precision, compile=compile, num_workers=num_workers,
+                          batch_size=batch_size)
+    autocast(execution.torch_device, execution.precision)  # resolves the device; fp16 on CPU is refused here
+    return execution
+
+
+def execution_options(with_compile: bool = False):
+    """--device, --precision, --batch-size, --num-workers (and --compile) → one `execution` argument (Execution)."""
+    opts = [
+        click.option("--device", default="auto", show_default=True,
+                     help="auto | cpu | cuda[:N] | mps (auto: this rank's GPU if there is one, else cpu)."),
+        click.option("--precision", default="fp32", show_default=True,
+                     help="fp32 | bf16 | fp16 (autocast of the networks; metrics stay float64; fp16 needs a GPU)."),
+        click.option("--batch-size", default=None, type=int,
+                     help="Evaluation / sampling micro-batch: images per forward pass [default: 64]."),
+        click.option("--num-workers", default=0, show_default=True, type=int,
+                     help="Data-loading worker processes (0: read in the main process)."),
+    ]
+    if with_compile:
+        opts.append(click.option("--compile", "compile_", is_flag=True, help="torch.compile the networks."))
+
+    def decorate(f):
+        @functools.wraps(f)
+        def wrapper(*args, device, precision, batch_size, num_workers, compile_=False, **kwargs):
+            return f(*args, execution=make_execution(device, precision, batch_size, num_workers, compile_), **kwargs)
+
+        for opt in reversed(opts):
+            wrapper = opt(wrapper)
+        return wrapper
+
+    return decorate
 
 
 def _print_rows(rows) -> None:
@@ -57,9 +98,9 @@ WEIGHTS_OPT = click.option("--weights", default=None, help="Inception weights fi
 @WEIGHTS_OPT
 @click.option("--kid", is_flag=True, help="Also compute KID (needs two folders).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--batch-size", default=64, show_default=True)
+@execution_options()
 @click.option("--resolution", default=None, type=int, help="ADM centre-crop both sets to this size first.")
-def fid_cmd(dir_a, dir_b, detector, weights, kid, as_json, batch_size, resolution):
+def fid_cmd(dir_a, dir_b, detector, weights, kid, as_json, execution, resolution):
     """FID (and KID) between two image folders, or a folder and a reference .npz (mu, sigma).
 
     \b
@@ -72,17 +113,19 @@ def fid_cmd(dir_a, dir_b, detector, weights, kid, as_json, batch_size, resolutio
     from ulbench.evaluation import dataset_features, fid_between, run_provenance
     from ulbench.metrics.frechet import stats_from_npz
 
-    det = _detector(detector, weights)
+    det = _detector(detector, weights, execution)
+    batch_size, workers = execution.batch_size or 64, execution.num_workers
     data_a = ImageFolderDataset(dir_a, split="all", resolution=resolution)
-    feats_a = dataset_features(data_a, det, batch_size)
+    feats_a = dataset_features(data_a, det, batch_size, num_workers=workers)
     if dir_b.endswith(".npz"):
         mu, sigma, n_b = stats_from_npz(dir_b, with_n=True)
         out = fid_between(feats_a, (mu, sigma, n_b), kid=kid)
     else:
         data_b = ImageFolderDataset(dir_b, split="all", resolution=resolution)
-        out = fid_between(feats_a, dataset_features(data_b, det, batch_size), kid=kid)
+        out = fid_between(feats_a, dataset_features(data_b, det, batch_size, num_workers=workers), kid=kid)
     out["metric"] = "fid[proxy]" if det.is_proxy else "fid"
-    out["provenance"] = run_provenance({"a": dir_a, "b": dir_b, "resolution": resolution}, det.provenance())
+    out["provenance"] = run_provenance({"a": dir_a, "b": dir_b, "resolution": resolution},
+                                       {**det.provenance(), **execution.provenance()})
     if as_json:
         click.echo(json.dumps(out, sort_keys=True))
         return
@@ -121,9 +164,9 @@ def _dataset(data, split, resolution, skip_bad, limit):
 @data_options
 @DETECTOR_OPT
 @WEIGHTS_OPT
-@click.option("--batch-size", default=64, show_default=True)
+@execution_options()
 @click.option("--cache-dir", default=None, help="Default: $ULBENCH_CACHE/ref or ~/.cache/ulbench/ref")
-def ref_cmd(data, split, resolution, skip_bad, limit, detector, weights, batch_size, cache_dir):
+def ref_cmd(data, split, resolution, skip_bad, limit, detector, weights, execution, cache_dir):
     """Compute and cache reference statistics (mu, sigma, n) of a dataset split.
 
     \b
@@ -135,8 +178,8 @@ def ref_cmd(data, split, resolution, skip_bad, limit, detector, weights, batch_s
     from ulbench.results import atomic_write_text
 
     ds = _dataset(data, split, resolution, skip_bad, limit)
-    det = _detector(detector, weights)
-    feats = dataset_features(ds, det, batch_size, progress=True)
+    det = _detector(detector, weights, execution)
+    feats = dataset_features(ds, det, execution.batch_size or 64, progress=True, num_workers=execution.num_workers)
     mu, sigma = stats_of(feats).mean_cov()
     name = ref_name(ds.info(), det.provenance(), len(feats))
     out_dir = Path(cache_dir) if cache_dir else ref_cache_dir()
@@ -151,7 +194,8 @@ def ref_cmd(data, split, resolution, skip_bad, limit, detector, weights, batch_s
     tmp.write_bytes(buf.getvalue())
     tmp.replace(out_dir / f"{name}.npz")
     atomic_write_text(out_dir / f"{name}.json", json.dumps({"dataset": ds.info(), **det.provenance(),
-                                                             "n": len(feats)}, indent=1, sort_keys=True))
+                                                             **execution.provenance(), "n": len(feats)},
+                                                            indent=1, sort_keys=True))
     click.echo(str(out_dir / f"{name}.npz"))
 
 
@@ -164,7 +208,7 @@ def ref_cmd(data, split, resolution, skip_bad, limit, detector, weights, batch_s
 @WEIGHTS_OPT
 @click.option("--lpips-backbone", default="pretrained", show_default=True, help="pretrained | random (not LPIPS)")
 @click.option("--lpips-weights", default=None, help="AlexNet trunk file for LPIPS.")
-@click.option("--batch-size", default=64, show_default=True)
+@execution_options()
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", default=None, help="Directory: rows are appended to OUT/results.jsonl.")
 @click.option("--json", "as_json", is_flag=True, help="Print rows as JSON lines.")
@@ -173,7 +217,7 @@ def ref_cmd(data, split, resolution, skip_bad, limit, detector, weights, batch_s
               help="Directory: fit (or reuse) a UL prior on the space's train-split latents and add bpp_ul_bound.")
 @click.option("--ul-bound-steps", default=600, show_default=True, help="Training steps of that prior.")
 def eval_cmd(space, data, split, resolution, skip_bad, limit, metrics, detector, weights, lpips_backbone,
-             lpips_weights, batch_size, seed, out, as_json, no_cache, ul_bound, ul_bound_steps):
+             lpips_weights, execution, seed, out, as_json, no_cache, ul_bound, ul_bound_steps):
     """Reconstruct a dataset through a latent space and measure it; rows carry full provenance.
 
     \b
@@ -181,9 +225,10 @@ def eval_cmd(space, data, split, resolution, skip_bad, limit, metrics, detector,
       ulbench eval --space jpeg-q50 --data embedded --metrics rfid,kid,psnr,ssim,bpp --detector proxy
       ulbench eval --space ul:runs/ul-tiny --metrics rfid,psnr,ssim,bpp --out results/
       ulbench eval --space pixel --metrics bpp,psnr --ul-bound runs/bound-pixel   # UL bound of pixels
+      ulbench eval --space ul:runs/ul-tiny --device cuda --precision bf16 --batch-size 256
     """
     from ulbench import dist
-    from ulbench.evaluation import FRECHET_METRICS, eval_space
+    from ulbench.evaluation import FRECHET_METRICS, eval_space, place
     from ulbench.results import append_rows
 
     names = [m.strip() for m in metrics.split(",") if m.strip()]
@@ -193,7 +238,7 @@ def eval_cmd(space, data, split, resolution, skip_bad, limit, metrics, detector,
         METRICS.resolve(m)
     SPACES.resolve(space)
     ds = _dataset(data, split, resolution, skip_bad, limit)
-    det = _detector(detector, weights) if any(m in FRECHET_METRICS for m in names) else None
+    det = _detector(detector, weights, execution) if any(m in FRECHET_METRICS for m in names) else None
     rank, world_size = dist.init_from_env()
     built = None
     if ul_bound:
@@ -203,10 +248,10 @@ def eval_cmd(space, data, split, resolution, skip_bad, limit, metrics, detector,
 
         train = _dataset(data, "train", resolution, skip_bad, None)
         with dist.rank_zero_first():  # rank 0 fits (or finds) the prior; the others then load it
-            built = bound_for_space(SPACES.build(space), train, BoundConfig(steps=ul_bound_steps), ul_bound, seed,
-                                    progress=rank == 0)
-    rows = eval_space(space, ds, names, det, batch_size, seed, lpips_backbone, lpips_weights, rank, world_size,
-                      progress=rank == 0, space=built, cache_features=not no_cache)
+            built = bound_for_space(place(SPACES.build(space), execution), train, BoundConfig(steps=ul_bound_steps),
+                                    ul_bound, seed, progress=rank == 0)
+    rows = eval_space(space, ds, names, det, execution.batch_size or 64, seed, lpips_backbone, lpips_weights, rank,
+                      world_size, progress=rank == 0, space=built, cache_features=not no_cache, execution=execution)
     if rank != 0:
         return
     if out:
@@ -226,7 +271,8 @@ def eval_cmd(space, data, split, resolution, skip_bad, limit, metrics, detector,
 @click.option("--scale", default=None, help="With system names: tiny | small | paper.")
 @click.option("--data", default=None, help="With system names: embedded | folder:DIR.")
 @click.option("--set", "sets", multiple=True, help="With system names: suite overrides (see `run --help`).")
-def compare_cmd(results, metrics, out, scale, data, sets):
+@execution_options(with_compile=True)
+def compare_cmd(results, metrics, out, scale, data, sets, execution):
     """Compare systems: result files side by side, or system names (ul, sd-vae, pixel, jpeg-qN) trained and
     evaluated under one protocol by the `compare` suite (finished runs are reused). Numbers with different
     provenance are refused.
@@ -247,7 +293,7 @@ def compare_cmd(results, metrics, out, scale, data, sets):
     from ulbench.suite import run_suite
 
     suite = runs_for_systems(list(results), list(sets), scale, data)
-    run_suite(suite, out, log=lambda m: click.echo(m, err=True))
+    run_suite(suite, out, log=lambda m: click.echo(m, err=True), execution=execution)
     click.echo(compare_table([str(Path(out) / "results.jsonl")], wanted))
     md, _ = build_report([str(Path(out) / "results.jsonl")], str(Path(out) / "report"))
     click.echo(f"report: {md}", err=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ulbench.cli import main
+from ulbench.cli import execution_options, main
 
 
 @main.command("run")
@@ -21,7 +21,8 @@ from ulbench.cli import main
 @click.option("--overwrite", is_flag=True, help="Redo finished runs instead of reusing them.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved suite and what would run.")
 @click.option("--report/--no-report", default=True, show_default=True, help="Render OUT/report.md and .html.")
-def run_cmd(suite_name, scale, data, sets, out, overwrite, dry_run, report):
+@execution_options(with_compile=True)
+def run_cmd(suite_name, scale, data, sets, out, overwrite, dry_run, report, execution):
     """Run a suite: train each system (stage 1, stage 2), evaluate, count FLOPs, write rows and a report.
 
     \b
@@ -30,6 +31,7 @@ def run_cmd(suite_name, scale, data, sets, out, overwrite, dry_run, report):
       ulbench run --suite smoke
       ulbench run --suite ablations --out reports/ablations-run
       ulbench run --suite bitrate --set defaults.stage1.steps=300 --dry-run
+      ulbench run --suite ablations --device cuda --precision bf16 --num-workers 4
     """
     from ulbench.config import load_suite
     from ulbench.suite import plan, run_suite
@@ -38,9 +40,10 @@ def run_cmd(suite_name, scale, data, sets, out, overwrite, dry_run, report):
     out_dir = Path(out or f"results/{suite.name}")
     if dry_run:
         click.echo(json.dumps({"suite": suite.name, "config_hash": suite.config_hash(), "out": str(out_dir),
-                               "eval": suite.eval.__dict__, "runs": plan(suite, out_dir)}, indent=1, default=str))
+                               "eval": suite.eval.__dict__, "execution": execution.provenance(),
+                               "runs": plan(suite, out_dir)}, indent=1, default=str))
         return
-    run_suite(suite, out_dir, overwrite, log=lambda m: click.echo(m, err=True))
+    run_suite(suite, out_dir, overwrite, log=lambda m: click.echo(m, err=True), execution=execution)
     from ulbench.compare import compare_table
 
     click.echo(compare_table([str(out_dir / "results.jsonl")]))
@@ -59,7 +62,8 @@ def run_cmd(suite_name, scale, data, sets, out, overwrite, dry_run, report):
 @click.option("--set", "sets", multiple=True, help="Config override key=value (see --dry-run for keys).")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in --out.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved config and exit.")
-def train_cmd(what, scale, space, out, sets, resume, dry_run):
+@execution_options(with_compile=True)
+def train_cmd(what, scale, space, out, sets, resume, dry_run, execution):
     """Train UL stage 1, a stage-2 base model, or the tiny SD-VAE.
 
     \b
@@ -68,6 +72,7 @@ def train_cmd(what, scale, space, out, sets, resume, dry_run):
       ulbench train ul --out runs/ul-tiny --resume
       ulbench train base --space ul:runs/ul-tiny --out runs/base-ul --set steps=600
       torchrun --nproc_per_node=2 -m ulbench train ul --out runs/ul-ddp
+      ulbench train ul --out runs/ul-gpu --device cuda --precision bf16 --compile --num-workers 4
     """
     import dataclasses
 
@@ -83,7 +88,7 @@ def train_cmd(what, scale, space, out, sets, resume, dry_run):
             click.echo(json.dumps(cfg.to_dict(), indent=1, sort_keys=True))
             return
         rank, _ = dist.init_from_env()
-        summary = train_stage1(cfg, out, resume=resume, progress=True)
+        summary = train_stage1(cfg, out, resume=resume, progress=True, execution=execution)
         if rank != 0:
             return
     elif what == "base":
@@ -109,7 +114,7 @@ def train_cmd(what, scale, space, out, sets, resume, dry_run):
         from ulbench import dist
 
         rank, _ = dist.init_from_env()
-        summary = train_base(cfg, out, resume=resume, progress=True)
+        summary = train_base(cfg, out, resume=resume, progress=True, execution=execution)
         if rank != 0:
             return
     else:
@@ -119,7 +124,7 @@ def train_cmd(what, scale, space, out, sets, resume, dry_run):
         if dry_run:
             click.echo(json.dumps(kw, indent=1))
             return
-        summary = train_sd_vae_tiny(out, progress=True, **kw)
+        summary = train_sd_vae_tiny(out, progress=True, execution=execution, **kw)
     click.echo(json.dumps(summary, indent=1, default=str))
 
 
@@ -201,7 +206,8 @@ def prepare_cmd(what, src, out, resolution, workers, as_zip):
 @click.option("--out", required=True, help="Folder for shard-*.safetensors and manifest.json")
 @click.option("--shard-size", default=1024, show_default=True)
 @click.option("--seed", default=0, show_default=True)
-def cache_latents_cmd(space, data, split, resolution, out, shard_size, seed):
+@execution_options()
+def cache_latents_cmd(space, data, split, resolution, out, shard_size, seed, execution):
     """Encode a dataset once with a frozen encoder into sharded safetensors (resumable; torchrun-aware).
 
     \b
@@ -216,6 +222,7 @@ def cache_latents_cmd(space, data, split, resolution, out, shard_size, seed):
 
     rank, world_size = dist.init_from_env()
     manifest = cache_latents(SPACES.build(space), load_dataset(data, split=split, resolution=resolution), out,
-                             shard_size, seed=seed, rank=rank, world_size=world_size)
+                             shard_size, batch_size=execution.batch_size or 64, seed=seed, rank=rank,
+                             world_size=world_size, execution=execution)
     if rank == 0:
         click.echo(json.dumps({k: manifest[k] for k in ("num_images", "num_shards", "complete", "key")}))
