@@ -14,11 +14,9 @@ three jobs, 2 threads fell to 2-3 s/step while `num_threads=1` ran at 0.5-0.9 s/
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,10 @@ import numpy as np
 import torch
 
 from baselines.sd_vae import TINY_JSON, kl_bits_per_image, to_uint8, to_unit_range
+from ul_models.training.data import ImageBatches
+from ul_models.training.loop import Loop, LoopConfig
+from ulbench.device import Execution
+from ulbench.device import num_threads as device_threads
 
 TINY_CONFIG = {  # SD-VAE layout, scaled down: 32×32 → 8×8×4 latents (factor 4), ~0.68M parameters
     "in_channels": 3, "out_channels": 3, "latent_channels": 4, "sample_size": 32,
@@ -49,8 +51,9 @@ def tiny_autoencoder_kl(seed: int = 0, **overrides: Any) -> Any:
 def latent_stats(vae: Any, images: torch.Tensor, batch_size: int = 256) -> dict[str, Any]:
     """Per-channel mean and std (float64) of posterior-mean latents, for unit-variance normalisation (UL-SPEC §6)."""
     total, total_sq, count = 0.0, 0.0, 0
+    device = next(vae.parameters()).device
     for chunk in images.split(batch_size):
-        mean = vae.encode(to_unit_range(chunk)).latent_dist.mean.to(torch.float64)
+        mean = vae.encode(to_unit_range(chunk.to(device))).latent_dist.mean.to(torch.float64).cpu()
         total = total + mean.sum((0, 2, 3))
         total_sq = total_sq + mean.square().sum((0, 2, 3))
         count += mean.shape[0] * mean.shape[2] * mean.shape[3]
@@ -63,12 +66,13 @@ def latent_stats(vae: Any, images: torch.Tensor, batch_size: int = 256) -> dict[
 def reconstruction_metrics(vae: Any, images: torch.Tensor, batch_size: int = 256) -> dict[str, float]:
     """Mean per-image PSNR (dB, uint8 peak 255) of posterior-mean reconstructions, and mean KL bits per image."""
     psnrs, bits = [], []
+    device = next(vae.parameters()).device
     for chunk in images.split(batch_size):
-        dist = vae.encode(to_unit_range(chunk)).latent_dist
-        x_hat = to_uint8(vae.decode(dist.mean).sample)
+        dist = vae.encode(to_unit_range(chunk.to(device))).latent_dist
+        x_hat = to_uint8(vae.decode(dist.mean).sample).cpu()
         mse = (x_hat.to(torch.float64) - chunk.to(torch.float64)).square().flatten(1).mean(1)
         psnrs.append((10 * torch.log10(255.0**2 / mse.clamp_min(1e-10))).numpy())
-        bits.append(kl_bits_per_image(dist.mean, dist.logvar))
+        bits.append(kl_bits_per_image(dist.mean.float().cpu(), dist.logvar.float().cpu()))
     return {"psnr_db": float(np.concatenate(psnrs).mean()), "kl_bits_per_image": float(np.concatenate(bits).mean()),
             "num_images": len(images)}
 
@@ -78,14 +82,6 @@ def _spread(images: torch.Tensor, num_images: int) -> torch.Tensor:
     if len(images) <= num_images:
         return images
     return images[torch.linspace(0, len(images) - 1, num_images).round().long()]
-
-
-def _lr_at(step: int, steps: int, lr: float, warmup_steps: int) -> float:
-    """Linear warm-up, then cosine decay to 10% of lr."""
-    if step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, steps - warmup_steps)
-    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def _finish_run(vae: Any, run_dir: Path, meta: dict[str, Any]) -> None:
@@ -102,25 +98,49 @@ def _finish_run(vae: Any, run_dir: Path, meta: dict[str, Any]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+TRAIN_CHECKPOINT = "train_checkpoint.safetensors"  # the loop's checkpoint of an unfinished run (resumable)
+
+
+class KLVAEObjective:
+    """The LDM KL-VAE loss per image: (Σ|x − x̂| + kl_weight·KL(q(z|x) ‖ N(0, I))) / pixels, z ~ q(z|x)."""
+
+    stream, name = "sd_vae_tiny", "sd-vae-tiny"
+
+    def __init__(self, config: dict[str, Any], kl_weight: float):
+        self.config, self.kl_weight = config, kl_weight
+
+    def build(self) -> Any:
+        """A small diffusers AutoencoderKL (init from the loop's seeded RNG)."""
+        from diffusers import AutoencoderKL
+
+        return AutoencoderKL(**self.config)
+
+    def loss(self, vae: Any, batch: dict[str, torch.Tensor], noise) -> dict[str, torch.Tensor]:
+        """Per-image L1 sum, KL (nats) and the optimised loss per subpixel."""
+        x = to_unit_range(batch["x"]).contiguous(memory_format=torch.channels_last)
+        posterior = vae.encode(x).latent_dist
+        z = posterior.mean + posterior.std * noise.randn(*posterior.mean.shape[1:]).to(posterior.mean.dtype)
+        x_hat = vae.decode(z).sample
+        rec = (x_hat.float() - x).abs().flatten(1).sum(1)  # Σ_pixels |x − x̂| per image
+        kl = posterior.kl().float()  # nats per image
+        return {"loss": (rec + self.kl_weight * kl) / x[0].numel(), "l1_sum": rec, "kl_nats": kl}
+
+
 def train_sd_vae_tiny(run_dir: str, steps: int = 600, batch_size: int = 32, lr: float = 2e-3,
                       kl_weight: float = 1e-6, seed: int = 0, progress: bool = True, resolution: int = 32,
                       dataset: str = "embedded", warmup_steps: int = 50, grad_clip: float = 1.0,
                       overwrite: bool = False, config_overrides: dict[str, Any] | None = None,
-                      num_threads: int | None = None, metric_images: int = 1024) -> dict[str, Any]:
+                      num_threads: int | None = None, metric_images: int = 1024,
+                      execution: Execution | None = None) -> dict[str, Any]:
     """Train sd-vae-tiny with the LDM KL-VAE objective on the embedded train set (Rombach et al. 2022, App. G)."""
-    threads_before = torch.get_num_threads()
-    if num_threads:  # 1 is much faster than 2 when other jobs share the cores (OpenMP oversubscription)
-        torch.set_num_threads(num_threads)
-    try:
+    with device_threads(num_threads):  # 1 is much faster than 2 when other jobs share the cores
         return _train(run_dir, steps, batch_size, lr, kl_weight, seed, progress, resolution, dataset, warmup_steps,
-                      grad_clip, overwrite, config_overrides or {}, metric_images)
-    finally:
-        torch.set_num_threads(threads_before)
+                      grad_clip, overwrite, config_overrides or {}, metric_images, execution)
 
 
 def _train(run_dir: str, steps: int, batch_size: int, lr: float, kl_weight: float, seed: int, progress: bool,
            resolution: int, dataset: str, warmup_steps: int, grad_clip: float, overwrite: bool,
-           config_overrides: dict[str, Any], metric_images: int) -> dict[str, Any]:
+           config_overrides: dict[str, Any], metric_images: int, execution: Execution | None) -> dict[str, Any]:
     """The training loop of train_sd_vae_tiny (arguments documented there)."""
     from ulbench.data.base import load_dataset
 
@@ -133,51 +153,34 @@ def _train(run_dir: str, steps: int, batch_size: int, lr: float, kl_weight: floa
     train = load_dataset(dataset, split="train", resolution=resolution)
     evalset = load_dataset(dataset, split="eval", resolution=resolution)
     overrides = {"sample_size": resolution, **config_overrides}
-    vae = tiny_autoencoder_kl(seed, **overrides).to(memory_format=torch.channels_last).train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
-    gen = torch.Generator().manual_seed(seed)  # batch order and posterior noise
+    if overwrite:  # a fresh run: forget a finished one and any unfinished checkpoint
+        for name in (TINY_JSON, TRAIN_CHECKPOINT, "train_checkpoint.state.json", "train_log.jsonl"):
+            (run_path / name).unlink(missing_ok=True)
+    cfg = LoopConfig(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, lr_decay="cosine",
+                     lr_floor=0.1, grad_clip=grad_clip, ema=None, seed=seed, checkpoint_every=100, log_every=50,
+                     channels_last=True, extra={"config": {**TINY_CONFIG, **overrides}, "kl_weight": kl_weight,
+                                                "dataset": dataset, "resolution": resolution})
+    loop = Loop(KLVAEObjective({**TINY_CONFIG, **overrides}, kl_weight), cfg, execution,
+                checkpoint=run_path / TRAIN_CHECKPOINT, log=run_path / "train_log.jsonl")
+    summary = loop.run(ImageBatches(train), resume=True, progress=progress)
+    if not loop.lead:
+        return {"run_dir": str(run_path), "rank": loop.rank}
     images = train.images
-    pixels = 3 * resolution * resolution
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=steps, desc="sd-vae-tiny", mininterval=2.0)
-    t0, losses = time.perf_counter(), []
-    for step in range(steps):
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(step, steps, lr, warmup_steps)
-        idx = torch.randint(len(images), (batch_size,), generator=gen)
-        x = to_unit_range(images[idx]).contiguous(memory_format=torch.channels_last)
-        dist = vae.encode(x).latent_dist
-        z = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=gen)
-        x_hat = vae.decode(z).sample
-        rec = (x_hat - x).abs().flatten(1).sum(1)  # Σ_pixels |x − x̂| per image
-        kl = dist.kl()  # nats per image
-        loss = ((rec + kl_weight * kl) / pixels).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), grad_clip)
-        opt.step()
-        losses.append(float(loss.detach()))
-        if bar is not None:
-            bar.update(1)
-            if step % 50 == 0:
-                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-    if bar is not None:
-        bar.close()
-    train_seconds = time.perf_counter() - t0
+    vae = loop.net
+    train_seconds = summary["train_s"]
     vae = vae.to(memory_format=torch.contiguous_format).eval()
     stats = latent_stats(vae, images)
     metrics = {"train": reconstruction_metrics(vae, _spread(images, metric_images)),
                "eval": reconstruction_metrics(vae, _spread(evalset.images, metric_images)),
-               "final_loss": float(np.mean(losses[-50:])), "train_seconds": train_seconds,
-               "seconds_per_step": train_seconds / steps, "torch_threads": torch.get_num_threads()}
+               "final_loss": summary["last"].get("loss", float("nan")), "train_seconds": train_seconds,
+               "seconds_per_step": train_seconds / max(1, steps - summary["resumed_from"]),
+               "torch_threads": torch.get_num_threads(), "execution": summary["execution"]}
     meta = {
         "format": "ulbench sd-vae-tiny v1",
         "train": {"steps": steps, "batch_size": batch_size, "lr": lr, "kl_weight": kl_weight, "seed": seed,
                   "resolution": resolution, "dataset": dataset, "split": "train", "warmup_steps": warmup_steps,
                   "grad_clip": grad_clip, "optimizer": "AdamW(betas=(0.9, 0.99), weight_decay=0)",
+                  "batch_order": "seeded epoch permutations (ul_models.training.data)",
                   "lr_schedule": "linear warm-up, cosine to 0.1*lr", "samples_seen": steps * batch_size,
                   "config": {k: list(v) if isinstance(v, tuple) else v
                              for k, v in {**TINY_CONFIG, **overrides}.items()}},

@@ -66,7 +66,7 @@ def test_saved_bound_reloads_to_the_same_numbers_and_refuses_another_config(gaus
     a, _ = bound.nats(z[:8], torch.arange(8))
     b, _ = again.nats(z[:8], torch.arange(8))
     np.testing.assert_array_equal(a, b)
-    with pytest.raises(ValueError, match="another BoundConfig"):
+    with pytest.raises(ValueError, match="another latent prior config"):
         fit_latent_bound(z, BoundConfig(**{**FAST, "steps": 601, "lr": 1e-3}), run_dir)
 
 
@@ -107,19 +107,21 @@ def test_interrupted_fit_resumes_to_identical_weights(tmp_path, monkeypatch, one
     z = torch.randn(32, 2, 4, 4, generator=torch.Generator().manual_seed(3))
     cfg = BoundConfig(channels=(8,), emb_dim=8, steps=8, batch_size=8, draws=2, num_threads=1)
     whole = fit_latent_bound(z, cfg, tmp_path / "whole")
-    real_update, calls = lb.optimizer_update, []
+    from ul_models.training.loop import Loop
+
+    real_step, calls = Loop.step, []
 
     def stop_after_five(*args, **kwargs):
         if len(calls) == 5:
             raise KeyboardInterrupt
         calls.append(1)
-        return real_update(*args, **kwargs)
+        return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(lb, "optimizer_update", stop_after_five)
+    monkeypatch.setattr(Loop, "step", stop_after_five)
     with pytest.raises(KeyboardInterrupt):
         fit_latent_bound(z, cfg, tmp_path / "cut")
     assert not (tmp_path / "cut" / lb.BOUND_JSON).exists()  # unfinished: no summary, so never reused as done
-    monkeypatch.setattr(lb, "optimizer_update", real_update)
+    monkeypatch.setattr(Loop, "step", real_step)
     resumed = fit_latent_bound(z, cfg, tmp_path / "cut")
     for (name, a), b in zip(whole.net.state_dict().items(), resumed.net.state_dict().values()):
         assert torch.equal(a, b), name

@@ -49,8 +49,8 @@ def test_non_finite_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path, m
     original = UnifiedLatents.losses
     calls = {"n": 0}
 
-    def poisoned(self, x, gen, labels=None):
-        terms = original(self, x, gen, labels)
+    def poisoned(self, x, noise):
+        terms = original(self, x, noise)
         calls["n"] += 1
         if calls["n"] == 5:  # step index 4
             terms["prior"] = terms["prior"] * float("nan")

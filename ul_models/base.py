@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +17,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from ul_models.checkpoint import atomic_write, optimizer_update, read_checkpoint, write_checkpoint
+from ul_models.checkpoint import atomic_write, read_checkpoint
 from ul_models.losses import decoder_loss, mix_seed
 from ul_models.nets import Denoiser, count_params
 from ul_models.sampler import sample
 from ul_models.schedule import Schedule, alpha_sigma, resolution_shift
-from ul_models.train import batch_indices, to_uint8
+from ul_models.train import to_uint8
+from ul_models.training.data import TensorBatches
+from ul_models.training.loop import Loop, LoopConfig
+from ulbench.device import Execution
 
 BASE_CHECKPOINT = "base.safetensors"
 BASE_CONFIG = "base_config.json"
@@ -113,32 +115,50 @@ def build_base(cfg: BaseConfig, data_shape: tuple[int, int, int], num_classes: i
     return net, Schedule("cosine", cfg.logsnr_min, logsnr_max, shift)
 
 
-def _save(run_dir: Path, net, ema, opt, step: int, meta: dict[str, Any]) -> None:
-    write_checkpoint(run_dir / BASE_CHECKPOINT, {"net": net, "ema": ema}, opt, {**meta, "step": step})
-
-
 def _load(run_dir: Path, net=None, ema=None, opt=None) -> dict[str, Any]:
     return read_checkpoint(run_dir / BASE_CHECKPOINT, {"net": net, "ema": ema}, opt)[0]
 
 
+class BaseObjective:
+    """Stage-2 loss on precomputed latents: sigmoid-weighted ε-form ELBO, down to the space's λ_max (§6)."""
+
+    stream, name = "base", "base"
+
+    def __init__(self, cfg: BaseConfig, data_shape: tuple[int, int, int], num_classes: int, logsnr_max: float):
+        self.cfg, self.data_shape, self.num_classes, self.logsnr_max = cfg, data_shape, num_classes, logsnr_max
+        self.schedule = build_base(cfg, data_shape, num_classes, logsnr_max)[1]
+
+    def build(self) -> Denoiser:
+        """The UNet denoiser."""
+        return build_base(self.cfg, self.data_shape, self.num_classes, self.logsnr_max)[0]
+
+    def loss(self, net: Denoiser, batch: dict[str, torch.Tensor], noise) -> dict[str, torch.Tensor]:
+        """Per-sample weighted loss (nats) and the optimised nats per dimension."""
+        z, lab = batch["z"], batch["label"] if self.num_classes else None
+        t, eps = noise.stratified_t(), noise.randn(*z.shape[1:])
+        terms = decoder_loss(lambda z_t, lam: net.eps(z_t, lam, None, lab), z, t, eps, self.schedule, self.cfg.bias_b)
+        return {"loss": terms["dec"] / z[0].numel(), "dec": terms["dec"], "dec_elbo": terms["dec_elbo"]}
+
+
+def base_loop_config(cfg: BaseConfig) -> LoopConfig:
+    """Loop settings of a base-model config (AdamW β = (0.9, 0.99) like every trainer)."""
+    return LoopConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
+                      grad_clip=cfg.grad_clip, ema=cfg.ema, seed=cfg.seed, checkpoint_every=cfg.checkpoint_every,
+                      log_every=50, num_threads=cfg.num_threads,
+                      extra={k: v for k, v in dataclasses.asdict(cfg).items()
+                             if k not in ("steps", "checkpoint_every", "num_threads")})
+
+
 def train_base(cfg: BaseConfig, run_dir: str | Path, resume: bool = True, progress: bool = True,
-               space: Any = None) -> dict[str, Any]:
+               space: Any = None, execution: Execution | None = None) -> dict[str, Any]:
     """Train the base model on the space's latents of the training split (sigmoid-weighted ELBO, §6)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.num_threads)
-    try:
-        return _train_base(cfg, Path(run_dir), resume, progress, space)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _train_base(cfg: BaseConfig, run_dir: Path, resume: bool, progress: bool, space: Any) -> dict[str, Any]:
-    from tqdm import tqdm
-
+    from ulbench import dist
     from ulbench.data import load_dataset
     from ulbench.registry import SPACES
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(run_dir)
+    with dist.rank_zero_first():
+        run_dir.mkdir(parents=True, exist_ok=True)
     space = space if space is not None else SPACES.build(cfg.space)
     target = LatentTarget(space)
     ds = load_dataset(cfg.data, split="train", resolution=cfg.resolution)
@@ -147,75 +167,21 @@ def _train_base(cfg: BaseConfig, run_dir: Path, resume: bool, progress: bool, sp
     labels = torch.cat([labels, labels])
     seeds = torch.arange(len(x), dtype=torch.int64)
     t0 = time.perf_counter()
-    data = torch.cat([target.data(x[i:i + 256], seeds[i:i + 256]) for i in range(0, len(x), 256)])
+    data = torch.cat([target.data(x[i:i + 256], seeds[i:i + 256]).cpu() for i in range(0, len(x), 256)])
     encode_s = time.perf_counter() - t0
     num_classes = ds.num_classes if cfg.class_conditional else 0
-    with torch.random.fork_rng():  # weight init fixed by the seed (a resumed run overwrites it anyway)
-        torch.manual_seed(mix_seed(cfg.seed, 3))
-        net, schedule = build_base(cfg, tuple(data.shape[1:]), num_classes, target.logsnr_max)
-    ema = build_base(cfg, tuple(data.shape[1:]), num_classes, target.logsnr_max)[0]
-    ema.load_state_dict(net.state_dict())
-    ema.requires_grad_(False)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=0.0)
     meta = {"config": dataclasses.asdict(cfg), "config_hash": cfg.config_hash(), "data_shape": list(data.shape[1:]),
             "num_classes": num_classes, "logsnr_max": target.logsnr_max, "return_noisy": target.return_noisy,
-            "data_std": float(data.std()), "params": count_params(net), "space_info_hash":
-            space.info().get("config_hash")}
-    step = 0
-    if resume and (run_dir / BASE_CHECKPOINT).exists():
-        state = _load(run_dir, net, ema, opt)
-        if state["config_hash"] != cfg.config_hash() and \
-                dataclasses.replace(BaseConfig(**{**state["config"], "channels": tuple(state["config"]["channels"])}),
-                                    steps=cfg.steps).config_hash() != cfg.config_hash():
-            raise ValueError(f"{run_dir}: base checkpoint has another config; use a new run directory")
-        step = int(state["step"])
-    from ulbench import dist
-
-    rank, world_size = dist.world()  # torchrun: each rank takes its share of the same global-batch draws
-    if cfg.batch_size % world_size:
-        raise ValueError(f"batch_size {cfg.batch_size} must divide by the world size {world_size}")
-    share = slice(rank * cfg.batch_size // world_size, (rank + 1) * cfg.batch_size // world_size)
-    lead = rank == 0
-    if lead:
+            "data_std": float(data.std()), "space_info_hash": space.info().get("config_hash")}
+    loop = Loop(BaseObjective(cfg, tuple(data.shape[1:]), num_classes, target.logsnr_max), base_loop_config(cfg),
+                execution, checkpoint=run_dir / BASE_CHECKPOINT, log=run_dir / "base_log.jsonl", meta=meta)
+    meta["params"] = count_params(loop.net)
+    if loop.lead:
         atomic_write(run_dir / BASE_CONFIG, lambda p: p.write_text(json.dumps(meta, indent=1, default=str)))
-    log = open(run_dir / "base_log.jsonl", "a") if lead else None
-    bar = tqdm(total=cfg.steps, initial=step, desc="base", disable=not (progress and lead), leave=False)
-    net.train()
-    t_train = time.perf_counter()
-    while step < cfg.steps:
-        idx = torch.as_tensor(batch_indices(step, cfg.batch_size, len(data), cfg.seed))
-        gen = torch.Generator().manual_seed(mix_seed(cfg.seed, 2_000_000 + step))
-        z = data[idx]
-        lab = labels[idx] if num_classes else None
-        t = (torch.rand((), generator=gen) + torch.arange(len(z)) / len(z)) % 1.0
-        eps = torch.randn(z.shape, generator=gen)
-        if world_size > 1:
-            z, t, eps, lab = z[share], t[share], eps[share], None if lab is None else lab[share]
-        terms = decoder_loss(lambda z_t, lam: net.eps(z_t, lam, None, lab), z, t, eps, schedule,  # noqa: B023
-                             cfg.bias_b)
-        loss = terms["dec"].mean() / z[0].numel()
-        if world_size > 1:  # all ranks see the global loss, so all stop together on a non-finite value
-            loss_all = float(dist.all_reduce_arrays({"l": loss.detach().double().reshape(1).numpy()})["l"][0])
-        else:
-            loss_all = float(loss.detach())
-        if not math.isfinite(loss_all):
-            raise RuntimeError(f"base model: non-finite loss at step {step}; last good checkpoint kept in {run_dir}")
-        optimizer_update(net, ema, opt, loss, cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps)),
-                         cfg.grad_clip, cfg.ema)
-        step += 1
-        bar.update(1)
-        if lead and (step % 50 == 0 or step == cfg.steps or step <= 5):
-            log.write(json.dumps({"step": step, "loss_nats_per_dim": loss_all / world_size if world_size > 1
-                                  else loss_all}) + "\n")
-            log.flush()
-        if lead and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
-            _save(run_dir, net, ema, opt, step, meta)
-    bar.close()
-    if log:
-        log.close()
-    dist.barrier()
-    return {"run_dir": str(run_dir), "steps": step, "samples_seen": step * cfg.batch_size,
-            "params": count_params(net), "encode_s": encode_s, "train_s": time.perf_counter() - t_train}
+    summary = loop.run(TensorBatches(z=data, label=labels), resume=resume, progress=progress)
+    return {"run_dir": str(run_dir), "steps": cfg.steps, "samples_seen": summary["samples_seen"],
+            "params": summary["params"], "encode_s": encode_s, "train_s": summary["train_s"],
+            "img_per_s": summary["img_per_s"], "execution": summary["execution"]}
 
 
 class BaseGenerator:

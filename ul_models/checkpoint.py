@@ -56,21 +56,3 @@ def read_checkpoint(path: Path, modules: dict[str, torch.nn.Module | None],
             opt.load_state_dict({"state": per_param, "param_groups": groups})
         others = {k: f.get_tensor(k) for k in keys if k.startswith("rng.")}
     return state, others.__getitem__
-
-
-def optimizer_update(net: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor,
-                     lr: float, grad_clip: float, ema_decay: float) -> float:
-    """Backward, average gradients over ranks, clip, AdamW step at `lr`, EMA update; returns the grad norm."""
-    from ulbench import dist
-
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    dist.average_gradients(net)
-    grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
-    for g in opt.param_groups:
-        g["lr"] = lr
-    opt.step()
-    with torch.no_grad():
-        for pe, p in zip(ema.parameters(), net.parameters()):
-            pe.lerp_(p, 1.0 - ema_decay)
-    return float(grad_norm)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ul_models.checkpoint import atomic_write, optimizer_update, read_checkpoint, write_checkpoint
-from ul_models.losses import estimate_prior_nats, mix_seed, prior_loss
+from ul_models.checkpoint import atomic_write, read_checkpoint
+from ul_models.losses import estimate_prior_nats, prior_loss
 from ul_models.nets import Denoiser
 from ul_models.schedule import Schedule
-from ul_models.train import batch_indices
+from ul_models.training.data import TensorBatches
+from ul_models.training.loop import Loop, LoopConfig
+from ulbench.device import Execution, num_threads
 
 BOUND_CHECKPOINT = "latent_prior.safetensors"
 BOUND_JSON = "latent_prior.json"  # config, normalisation and training summary, written last
@@ -84,12 +85,13 @@ class LatentBound:
                  summary: dict[str, Any] | None = None):
         self.net = net.eval().requires_grad_(False)
         self.schedule, self.cfg, self.summary = schedule, cfg, summary or {}
-        self.mean = mean.to(torch.float32).reshape(1, -1, 1, 1)  # μ_c of the space's latents (train split)
-        self.std = std.to(torch.float32).reshape(1, -1, 1, 1)  # s_c: z_clean = (z − μ_c)/s_c has unit variance
+        device = next(net.parameters()).device
+        self.mean = mean.to(device, torch.float32).reshape(1, -1, 1, 1)  # μ_c of the space's latents (train split)
+        self.std = std.to(device, torch.float32).reshape(1, -1, 1, 1)  # s_c: z_clean = (z − μ_c)/s_c: unit variance
 
     def normalise(self, z: torch.Tensor) -> torch.Tensor:
         """z_clean = (z − μ_c)/s_c."""
-        return (z.float() - self.mean) / self.std
+        return (z.to(self.mean.device, torch.float32) - self.mean) / self.std
 
     @torch.no_grad()
     def nats(self, z: torch.Tensor, seeds: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -106,62 +108,55 @@ class LatentBound:
 
 
 def fit_latent_bound(z_train: torch.Tensor, cfg: BoundConfig, run_dir: str | Path | None = None,
-                     progress: bool = False) -> LatentBound:
+                     progress: bool = False, execution: Execution | None = None) -> LatentBound:
     """Fit the prior on train latents (N, C, H, W) with the unit-weight L_prior; resumable from `run_dir`."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.num_threads)
-    try:
-        return _fit(z_train, cfg, None if run_dir is None else Path(run_dir), progress)
-    finally:
-        torch.set_num_threads(threads)
+    with num_threads(cfg.num_threads):
+        return _fit(z_train, cfg, None if run_dir is None else Path(run_dir), progress, execution)
 
 
-def _fit(z_train: torch.Tensor, cfg: BoundConfig, run_dir: Path | None, progress: bool) -> LatentBound:
-    from tqdm import tqdm
+class BoundObjective:
+    """The unit-weight L_prior of normalised latents (UL-SPEC §3) as a loop objective."""
 
+    stream, name = "latent_bound", "latent prior"
+
+    def __init__(self, cfg: BoundConfig, latent_shape: tuple[int, int, int]):
+        self.cfg, self.latent_shape = cfg, latent_shape
+        self.schedule = build_prior(cfg, latent_shape)[1]
+
+    def build(self) -> Denoiser:
+        """The ε-head latent UNet."""
+        return build_prior(self.cfg, self.latent_shape)[0]
+
+    def loss(self, net: Denoiser, batch: dict[str, torch.Tensor], noise) -> dict[str, torch.Tensor]:
+        """Per-latent L_prior (nats) and the optimised nats per dimension."""
+        z = batch["z"]
+        t, eps = noise.stratified_t(), noise.randn(*z.shape[1:])
+        nats = prior_loss(net.eps, z, t, eps, self.schedule)["prior"]
+        return {"loss": nats / z[0].numel(), "prior": nats}
+
+
+def _fit(z_train: torch.Tensor, cfg: BoundConfig, run_dir: Path | None, progress: bool,
+         execution: Execution | None) -> LatentBound:
     if z_train.ndim != 4 or len(z_train) < 2:
         raise ValueError(f"latent bound: expected train latents (N>=2, C, H, W), got {tuple(z_train.shape)}")
     if not torch.isfinite(z_train).all():
         raise ValueError("latent bound: the space produced non-finite latents on the train split")
     mean, std = channel_stats(z_train)
-    data = ((z_train.double() - mean.reshape(1, -1, 1, 1)) / std.reshape(1, -1, 1, 1)).float()
-    with torch.random.fork_rng():
-        torch.manual_seed(mix_seed(cfg.seed, 5))
-        net, schedule = build_prior(cfg, tuple(data.shape[1:]))
-    ema = build_prior(cfg, tuple(data.shape[1:]))[0]
-    ema.load_state_dict(net.state_dict())
-    ema.requires_grad_(False)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
-    step, ckpt = 0, None if run_dir is None else run_dir / BOUND_CHECKPOINT
-    if ckpt is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if ckpt.exists():
-            state = read_checkpoint(ckpt, {"net": net, "ema": ema}, opt)[0]
-            if state["config_hash"] != cfg.config_hash():
-                raise ValueError(f"{ckpt}: fitted with another BoundConfig; use a new directory")
-            step = int(state["step"])
-    t0, last = time.perf_counter(), float("nan")
-    bar = tqdm(total=cfg.steps, initial=step, desc="latent prior", disable=not progress, leave=False)
-    while step < cfg.steps:
-        gen = torch.Generator().manual_seed(mix_seed(cfg.seed, 3_000_000 + step))
-        z = data[torch.as_tensor(batch_indices(step, cfg.batch_size, len(data), cfg.seed))]
-        t = (torch.rand((), generator=gen) + torch.arange(len(z)) / len(z)) % 1.0
-        eps = torch.randn(z.shape, generator=gen)
-        nats = prior_loss(net.eps, z, t, eps, schedule)["prior"].mean()
-        last = float(nats.detach())
-        if not math.isfinite(last):
-            raise RuntimeError(f"latent bound: non-finite prior loss at step {step}; lower lr (now {cfg.lr})")
-        optimizer_update(net, ema, opt, nats / z[0].numel(), cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps)),
-                         cfg.grad_clip, cfg.ema)
-        step += 1
-        bar.update(1)
-        if ckpt is not None and (step % CHECKPOINT_EVERY == 0 or step == cfg.steps):
-            write_checkpoint(ckpt, {"net": net, "ema": ema}, opt, {"step": step, "config_hash": cfg.config_hash()})
-    bar.close()
-    summary = {"train_images": len(data), "latent_shape": list(data.shape[1:]), "steps": step,
-               "last_train_nats_per_image": last, "fit_s": round(time.perf_counter() - t0, 1)}
-    bound = LatentBound(ema, schedule, mean, std, cfg, summary)
+    data = ((z_train.double().cpu() - mean.reshape(1, -1, 1, 1)) / std.reshape(1, -1, 1, 1)).float()
+    loop_cfg = LoopConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
+                          grad_clip=cfg.grad_clip, ema=cfg.ema, seed=cfg.seed, checkpoint_every=CHECKPOINT_EVERY,
+                          log_every=50, extra={"bound_config_hash": cfg.config_hash()})
     if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    loop = Loop(BoundObjective(cfg, tuple(data.shape[1:])), loop_cfg, execution,
+                checkpoint=None if run_dir is None else run_dir / BOUND_CHECKPOINT,
+                log=None if run_dir is None else run_dir / "latent_prior_log.jsonl")
+    out = loop.run(TensorBatches(z=data), resume=True, progress=progress)
+    summary = {"train_images": len(data), "latent_shape": list(data.shape[1:]), "steps": cfg.steps,
+               "last_train_nats_per_image": out["last"].get("prior", float("nan")),
+               "fit_s": round(out["train_s"], 1)}
+    bound = LatentBound(loop.weights, loop.objective.schedule, mean, std, cfg, summary)
+    if run_dir is not None and loop.lead:
         meta = {"config": dataclasses.asdict(cfg), "mean": mean.tolist(), "std": std.tolist(), **summary}
         atomic_write(run_dir / BOUND_JSON, lambda p: p.write_text(json.dumps(meta, indent=1)))
     return bound
@@ -181,7 +176,7 @@ def load_latent_bound(run_dir: str | Path) -> LatentBound:
 
 
 def bound_for_space(space: Any, train: Any, cfg: BoundConfig, run_dir: str | Path, seed: int = 0,
-                    progress: bool = False) -> "BoundedSpace":
+                    progress: bool = False, execution: Execution | None = None) -> "BoundedSpace":
     """`space` with its UL bound: reuse the finished fit in `run_dir`, else encode `train` and fit (resumable)."""
     run_dir = Path(run_dir)
     if (run_dir / BOUND_JSON).exists():
@@ -195,7 +190,7 @@ def bound_for_space(space: Any, train: Any, cfg: BoundConfig, run_dir: str | Pat
     with torch.inference_mode():
         z = torch.cat([space.encode(train.get(i)[0], per_index_seeds(i, seed))
                        for i in np.array_split(idx, max(1, len(idx) // 256))])
-    return BoundedSpace(space, fit_latent_bound(z, cfg, run_dir, progress))
+    return BoundedSpace(space, fit_latent_bound(z, cfg, run_dir, progress, execution))
 
 
 class BoundedSpace:

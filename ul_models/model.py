@@ -76,26 +76,16 @@ class UnifiedLatents(nn.Module):
         f = self.downsample_factor
         return F.interpolate(cond, scale_factor=float(f), mode="nearest") if f > 1 else cond
 
-    def losses(
-        self,
-        x: torch.Tensor,
-        gen: torch.Generator,
-        labels: torch.Tensor | None = None,
-        part: slice | None = None,
-    ) -> dict[str, torch.Tensor]:
+    def losses(self, x: torch.Tensor, noise) -> dict[str, torch.Tensor]:
         """Per-image stage-1 terms in nats: prior, dec (weighted), dec_elbo (w ≡ 1) and total (UL-SPEC §5).
 
-        All randomness comes from `gen` in a fixed order: encoder noise, prior (t, ε), decoder (t, ε), drawn for
-        the whole batch `x`; with `part` only those images are computed (a data-parallel rank's share), so any
-        world size sees the same draws as one process.
+        All randomness comes from `noise` (a per-sample `ul_models.training.noise.SampleNoise`) in a fixed order:
+        encoder noise, prior (t, ε), decoder (t, ε); so a sample's terms do not depend on its batch or device.
         """
-        b, f = x.shape[0], self.downsample_factor
-        z_shape = (b, self.latent_channels, x.shape[-2] // f, x.shape[-1] // f)
-        draws = [torch.randn(z_shape, generator=gen), _stratified_t(b, gen), torch.randn(z_shape, generator=gen),
-                 _stratified_t(b, gen), torch.randn(x.shape, generator=gen)]
-        if part is not None:
-            x, draws = x[part], [d[part] for d in draws]
-        noise0, t_prior, eps_prior, t_dec, eps_dec = draws
+        f = self.downsample_factor
+        z_shape = (self.latent_channels, x.shape[-2] // f, x.shape[-1] // f)
+        noise0, t_prior, eps_prior = noise.randn(*z_shape), noise.stratified_t(), noise.randn(*z_shape)
+        t_dec, eps_dec = noise.stratified_t(), noise.randn(*x.shape[1:])
         z_clean, logsnr_e = self.encode_clean(x)
         z0 = self.noisy_latent(z_clean, logsnr_e, noise0)
 
@@ -174,12 +164,6 @@ class UnifiedLatents(nn.Module):
         if not self.learned_variance:
             return out, None
         return out[:, : self.latent_channels], out[:, self.latent_channels :]
-
-
-def _stratified_t(n: int, gen: torch.Generator) -> torch.Tensor:
-    """Low-discrepancy t over a batch: (u + i/n) mod 1 (VDM §3.4), one u per batch."""
-    u = torch.rand((), generator=gen)
-    return (u + torch.arange(n, dtype=torch.float32) / n) % 1.0
 
 
 def build_stage1(cfg: ULConfig, num_classes: int = 0) -> UnifiedLatents:

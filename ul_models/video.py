@@ -23,7 +23,6 @@ clips); the predicted clip is the real context followed by the predicted frames.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import time
@@ -33,17 +32,19 @@ from typing import Any
 
 import torch
 
-from ul_models.checkpoint import atomic_write, optimizer_update, read_checkpoint, write_checkpoint
+from ul_models.checkpoint import atomic_write, read_checkpoint
 from ul_models.losses import decoder_loss, mix_seed
 from ul_models.nets import Denoiser, count_params
 from ul_models.sampler import sample
 from ul_models.schedule import Schedule, alpha_sigma, resolution_shift
-from ul_models.train import batch_indices, to_uint8, to_unit
+from ul_models.train import to_uint8, to_unit
+from ul_models.training.data import TensorBatches
+from ul_models.training.loop import Loop, LoopConfig
+from ulbench.device import Execution
 
 VIDEO_BASE_CONFIG = "video_base_config.json"
 VIDEO_BASE_CHECKPOINT = "video_base.safetensors"  # net, EMA, AdamW (ul_models.checkpoint format)
 FRAME_STREAM = 51  # per-frame decoder seeds: frame t of the clip with seed s decodes with mix_seed(s, 51000 + t)
-TRAIN_STREAM = 3_000_000  # training step generators: mix_seed(seed, TRAIN_STREAM + step)
 
 
 @dataclass(frozen=True)
@@ -176,32 +177,46 @@ def codec_side(codec: FrameCodec, clips: torch.Tensor) -> tuple[int, int]:
     return clips.shape[-2] // f, clips.shape[-1] // f
 
 
-def _save(run_dir: Path, net, ema, opt, step: int, meta: dict[str, Any]) -> None:
-    write_checkpoint(run_dir / VIDEO_BASE_CHECKPOINT, {"net": net, "ema": ema}, opt, {**meta, "step": step})
-
-
 def _load(run_dir: Path, net=None, ema=None, opt=None) -> dict[str, Any]:
     return read_checkpoint(run_dir / VIDEO_BASE_CHECKPOINT, {"net": net, "ema": ema}, opt)[0]
 
 
+class VideoBaseObjective:
+    """Frame prediction as a loop objective: sigmoid-weighted ELBO on the future frames given the context (§6)."""
+
+    stream, name = "video_base", "video base"
+
+    def __init__(self, cfg: VideoBaseConfig, frame_shape: tuple[int, int, int], num_classes: int,
+                 logsnr_max: float, pixels: bool):
+        self.cfg, self.num_classes = cfg, num_classes
+        self.args = (cfg, frame_shape, num_classes, logsnr_max, pixels)
+        self.schedule = build_video_base(*self.args)[1]
+
+    def build(self) -> Denoiser:
+        """The stacked-frame UNet."""
+        return build_video_base(*self.args)[0]
+
+    def loss(self, net: Denoiser, batch: dict[str, torch.Tensor], noise) -> dict[str, torch.Tensor]:
+        """Per-clip weighted loss (nats), its ELBO, and the optimised nats per dimension."""
+        z, cond = batch["future"], batch["context"]
+        lab = batch["label"] if self.num_classes else None
+        t, eps = noise.stratified_t(), noise.randn(*z.shape[1:])
+        terms = decoder_loss(lambda z_t, lam: net.eps(z_t, lam, cond, lab), z, t, eps, self.schedule,
+                             self.cfg.bias_b)
+        return {"loss": terms["dec"] / z[0].numel(), "dec": terms["dec"], "elbo_nats": terms["dec_elbo"]}
+
+
 def train_video_base(cfg: VideoBaseConfig, run_dir: str | Path, codec: FrameCodec, clips_uint8: torch.Tensor,
-                     labels: torch.Tensor, num_classes: int, resume: bool = True, progress: bool = True
-                     ) -> dict[str, Any]:
+                     labels: torch.Tensor, num_classes: int, resume: bool = True, progress: bool = True,
+                     execution: Execution | None = None) -> dict[str, Any]:
     """Train the frame-prediction base model (sigmoid-weighted ELBO down to λ₀, UL-SPEC §6); summary dict."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.num_threads)
-    try:
-        return _train(cfg, Path(run_dir), codec, clips_uint8, labels, num_classes, resume, progress)
-    finally:
-        torch.set_num_threads(threads)
+    from ulbench import dist
 
-
-def _train(cfg, run_dir: Path, codec: FrameCodec, clips_uint8, labels, num_classes, resume, progress):
-    from tqdm import tqdm
-
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(run_dir)
+    with dist.rank_zero_first():
+        run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    data = clip_data(codec, clips_uint8, cfg)
+    data = clip_data(codec, clips_uint8, cfg).cpu()
     encode_s = time.perf_counter() - t0
     reps = data.shape[0] // clips_uint8.shape[0]
     labels = labels.to(torch.int64).repeat(reps)
@@ -210,55 +225,28 @@ def _train(cfg, run_dir: Path, codec: FrameCodec, clips_uint8, labels, num_class
     anchor = data[:, k - 1:k] if cfg.residual else torch.zeros_like(data[:, :1])
     context, future = stack_frames(data[:, :k]), stack_frames(data[:, k:] - anchor)
     frame_shape = tuple(data.shape[2:])
-    torch.manual_seed(mix_seed(cfg.seed, 0))
-    net, schedule = build_video_base(cfg, frame_shape, num_classes, codec.logsnr_max, codec.pixels)
-    ema = copy.deepcopy(net).requires_grad_(False)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     meta = {"config": dataclasses.asdict(cfg), "config_hash": cfg.config_hash(), "codec": codec.name,
             "frame_shape": list(frame_shape), "num_classes": num_classes, "logsnr_max": codec.logsnr_max,
             "num_train_clips": int(clips_uint8.shape[0]), "num_train_examples": int(data.shape[0]),
-            "data_std": float(future.std()), "params": count_params(net),
+            "data_std": float(future.std()),
             "space_config_hash": None if codec.pixels else codec.space.cfg.config_hash()}
-    step = 0
-    if resume and (run_dir / VIDEO_BASE_CHECKPOINT).exists():
-        state = _load(run_dir, net, ema, opt)
-        saved = dataclasses.replace(VideoBaseConfig.from_dict(state["config"]), steps=cfg.steps)
-        if saved.config_hash() != cfg.config_hash() or state.get("codec") != codec.name:
-            raise ValueError(f"{run_dir}: its checkpoint was trained with another video base config (only `steps` "
-                             "may change on resume); use a new run directory")
-        step = int(state["step"])
-    atomic_write(run_dir / VIDEO_BASE_CONFIG, lambda p: p.write_text(json.dumps(meta, indent=1)))
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"video base [{codec.name}]", disable=not progress, leave=False)
-    t_train = time.perf_counter()
-    with open(run_dir / "base_log.jsonl", "a") as log:
-        while step < cfg.steps:
-            idx = torch.as_tensor(batch_indices(step, cfg.batch_size, len(future), cfg.seed))
-            gen = torch.Generator().manual_seed(mix_seed(cfg.seed, TRAIN_STREAM + step))
-            z, cond = future[idx], context[idx]
-            lab = labels[idx] if num_classes else None
-            t = (torch.rand((), generator=gen) + torch.arange(len(z)) / len(z)) % 1.0
-            eps = torch.randn(z.shape, generator=gen)
-            terms = decoder_loss(lambda z_t, lam: net.eps(z_t, lam, cond, lab), z, t, eps,  # noqa: B023
-                                 schedule, cfg.bias_b)
-            loss = terms["dec"].mean() / z[0].numel()
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"video base: non-finite loss at step {step}; the last good checkpoint is kept in "
-                                   f"{run_dir}. Try a lower lr (now {cfg.lr}).")
-            optimizer_update(net, ema, opt, loss, cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps)),
-                             cfg.grad_clip, cfg.ema)
-            step += 1
-            bar.update(1)
-            if step % 50 == 0 or step == cfg.steps:
-                log.write(json.dumps({"step": step, "loss_nats_per_dim": float(loss.detach()),
-                                      "elbo_nats": float(terms["dec_elbo"].detach().mean())}) + "\n")
-                log.flush()
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                _save(run_dir, net, ema, opt, step, meta)
-    bar.close()
-    return {"run_dir": str(run_dir), "steps": step, "samples_seen": step * cfg.batch_size,
+    loop_cfg = LoopConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
+                          grad_clip=cfg.grad_clip, ema=cfg.ema, seed=cfg.seed, checkpoint_every=cfg.checkpoint_every,
+                          log_every=50, num_threads=cfg.num_threads,
+                          extra={"codec": codec.name, **{f: v for f, v in dataclasses.asdict(cfg).items()
+                                                        if f not in ("steps", "checkpoint_every", "num_threads")}})
+    objective = VideoBaseObjective(cfg, frame_shape, num_classes, codec.logsnr_max, codec.pixels)
+    loop = Loop(objective, loop_cfg, execution, checkpoint=run_dir / VIDEO_BASE_CHECKPOINT,
+                log=run_dir / "base_log.jsonl", meta=meta)
+    meta["params"] = count_params(loop.net)
+    if loop.lead:
+        atomic_write(run_dir / VIDEO_BASE_CONFIG, lambda p: p.write_text(json.dumps(meta, indent=1)))
+    out = loop.run(TensorBatches(future=future, context=context, label=labels), resume=resume, progress=progress)
+    return {"run_dir": str(run_dir), "steps": cfg.steps, "samples_seen": out["samples_seen"],
             "num_train_examples": int(data.shape[0]), "encoded_frames": 0 if codec.pixels else
             int(clips_uint8.shape[0] * cfg.num_frames * (2 if cfg.hflip else 1)),
-            "params": count_params(net), "encode_s": encode_s, "train_s": time.perf_counter() - t_train}
+            "params": out["params"], "encode_s": encode_s, "train_s": out["train_s"], "img_per_s": out["img_per_s"],
+            "execution": out["execution"]}
 
 
 class VideoPredictor:

@@ -44,7 +44,8 @@ def _ul_config(suite: SuiteConfig, run: RunConfig):
     return ULConfig.preset(suite.scale, **over)
 
 
-def _stage1(out: Path, suite: SuiteConfig, run: RunConfig, log: Callable[[str], None]) -> tuple[Any, dict]:
+def _stage1(out: Path, suite: SuiteConfig, run: RunConfig, log: Callable[[str], None],
+            execution: Any = None) -> tuple[Any, dict]:
     """Train (or reuse / resume) the run's stage 1 and return its LatentSpace and cost facts."""
     from ulbench.costs import macs_per_sample, ul_components
     from ulbench.registry import SPACES
@@ -58,7 +59,7 @@ def _stage1(out: Path, suite: SuiteConfig, run: RunConfig, log: Callable[[str], 
         d = out / "stage1" / f"ul-{cfg.config_hash()}"
         if not (d / "done.json").exists():
             log(f"[{run.name}] stage 1: UL {cfg.steps} steps -> {d}")
-            summary = train_stage1(cfg, d, resume=(d / CHECKPOINT).exists(), progress=True)
+            summary = train_stage1(cfg, d, resume=(d / CHECKPOINT).exists(), progress=True, execution=execution)
             atomic_write_text(d / "done.json", json.dumps(summary, default=str))
         space = load_ul_space(str(d), steps=ev.decode_steps)
         return space, {"stage1_macs": macs_per_sample(ul_components(space)),
@@ -73,7 +74,7 @@ def _stage1(out: Path, suite: SuiteConfig, run: RunConfig, log: Callable[[str], 
         d = out / "stage1" / f"sd-vae-tiny-{config_hash(kw)}"
         if not (d / TINY_JSON).exists():
             log(f"[{run.name}] stage 1: sd-vae-tiny {kw['steps']} steps -> {d}")
-            train_sd_vae_tiny(str(d), progress=True, overwrite=d.exists(), **kw)
+            train_sd_vae_tiny(str(d), progress=True, execution=execution, **kw)  # resumes an interrupted run
         space = load_sd_vae_tiny(str(d))
         comps = {name.split("/")[-1]: (m, inp) for name, m, inp in space.flop_components(suite.resolution)}
         return space, {"stage1_macs": macs_per_sample(comps), "stage1_samples": kw["steps"] * kw["batch_size"],
@@ -90,7 +91,8 @@ def _vae_overrides(run: RunConfig) -> dict[str, Any]:
     from baselines.sd_vae_train import train_sd_vae_tiny
     from ul_models.config import ULConfig
 
-    accepted = set(inspect.signature(train_sd_vae_tiny).parameters) - {"run_dir", "progress", "overwrite"}
+    accepted = set(inspect.signature(train_sd_vae_tiny).parameters) - {"run_dir", "progress", "overwrite",
+                                                                        "execution"}
     ul_only = {f.name for f in dataclasses.fields(ULConfig)} - accepted
     bad = set(run.stage1) - accepted - ul_only
     if bad:
@@ -100,7 +102,7 @@ def _vae_overrides(run: RunConfig) -> dict[str, Any]:
 
 
 def _stage2(out: Path, suite: SuiteConfig, run: RunConfig, space: Any, spec: str,
-            log: Callable[[str], None]) -> tuple[Any, dict]:
+            log: Callable[[str], None], execution: Any = None) -> tuple[Any, dict]:
     """Train (or reuse) the base model on the space's latents; single-stage uses the stage-1 prior."""
     from ul_models.base import BaseConfig, BaseGenerator, PriorGenerator, train_base
     from ulbench.costs import base_components, macs_per_sample, ul_components
@@ -119,7 +121,7 @@ def _stage2(out: Path, suite: SuiteConfig, run: RunConfig, space: Any, spec: str
     d = out / "base" / f"{run.system}-{cfg.config_hash()}"
     if not (d / "done.json").exists():
         log(f"[{run.name}] stage 2: base model {cfg.steps} steps on {spec} -> {d}")
-        summary = train_base(cfg, d, resume=True, progress=True, space=space)
+        summary = train_base(cfg, d, resume=True, progress=True, space=space, execution=execution)
         atomic_write_text(d / "done.json", json.dumps(summary, default=str))
     gen = BaseGenerator(d, space=space, steps=ev.sample_steps, decode_steps=ev.decode_steps)
     macs = macs_per_sample(base_components(gen))
@@ -127,7 +129,8 @@ def _stage2(out: Path, suite: SuiteConfig, run: RunConfig, space: Any, spec: str
                  "sample_macs_base": macs.get("base", 0)}
 
 
-def _bounded(out: Path, suite: SuiteConfig, run: RunConfig, space: Any, spec: str, log: Callable[[str], None]):
+def _bounded(out: Path, suite: SuiteConfig, run: RunConfig, space: Any, spec: str, log: Callable[[str], None],
+             execution: Any = None):
     """The space with a "ul_bound" bits variant: a UL prior fitted to its normalised train latents (UL-SPEC §3)."""
     if run.system not in BOUNDED or "bpp" not in suite.eval.metrics or not run.bound.get("steps"):
         return space
@@ -140,7 +143,7 @@ def _bounded(out: Path, suite: SuiteConfig, run: RunConfig, space: Any, spec: st
     d = out / "bound" / f"{run.name}-{key}"
     train = load_dataset(suite.data, split="train", resolution=suite.resolution)
     log(f"[{run.name}] UL bound: a latent prior ({cfg.steps} steps) on {len(train)} train latents -> {d}")
-    return bound_for_space(space, train, cfg, d, suite.eval.seed, progress=True)
+    return bound_for_space(space, train, cfg, d, suite.eval.seed, progress=True, execution=execution)
 
 
 def save_grid(images, path: Path, nrow: int = 8) -> str:
@@ -160,8 +163,8 @@ def save_grid(images, path: Path, nrow: int = 8) -> str:
     return str(path)
 
 
-def run_one(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, log: Callable[[str], None]
-            ) -> list[ResultRow]:
+def run_one(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, log: Callable[[str], None],
+            execution: Any = None) -> list[ResultRow]:
     """Stage 1, stage 2 and all metrics of one run; rows carry the run's provenance and costs."""
     from ulbench.costs import cost_summary
     from ulbench.data import load_dataset
@@ -172,9 +175,9 @@ def run_one(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, log: C
     if run.system.endswith("-video"):
         from ulbench.video_suite import run_video_run
 
-        return run_video_run(out, suite, run, detector, log)
+        return run_video_run(out, suite, run, detector, log, execution)
     t0 = time.perf_counter()
-    space, s1 = _stage1(out, suite, run, log)
+    space, s1 = _stage1(out, suite, run, log, execution)
     spec = {"ul": f"ul:{s1.get('stage1_dir')}", "sd-vae-tiny": f"sd-vae-tiny:{s1.get('stage1_dir')}"}.get(
         run.system, run.space or run.system)
     t1 = time.perf_counter()
@@ -182,7 +185,7 @@ def run_one(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, log: C
     data = load_dataset(suite.data, split=ev.split, resolution=suite.resolution)
     data = Subset(data, ev.num_eval) if ev.num_eval else data
     log(f"[{run.name}] evaluating reconstructions ({len(data)} images): {', '.join(recon)}")
-    measured = _bounded(out, suite, run, space, spec, log)
+    measured = _bounded(out, suite, run, space, spec, log, execution)
     rows = eval_space(spec, data, recon, detector, ev.batch_size, ev.seed, ev.lpips_backbone, space=measured,
                       progress=True)
     import torch
@@ -199,7 +202,7 @@ def run_one(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, log: C
     t2 = time.perf_counter()
     if "gfid" in ev.metrics:
         if run.system in GENERATIVE:
-            gen, gen_facts = _stage2(out, suite, run, space, spec, log)
+            gen, gen_facts = _stage2(out, suite, run, space, spec, log, execution)
             log(f"[{run.name}] generating {ev.num_gen} samples for gFID")
             train = load_dataset(suite.data, split="train", resolution=suite.resolution)
             rows += eval_generator(gen, train, detector, ev.num_gen, ev.batch_size, ev.seed, progress=True,
@@ -233,7 +236,7 @@ def run_one(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, log: C
 
 
 def run_suite(suite: SuiteConfig, out: str | Path, overwrite: bool = False,
-              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+              log: Callable[[str], None] = print, execution: Any = None) -> list[dict[str, Any]]:
     """Run every run of a suite (reusing finished ones by config hash) and gather rows in out/results.jsonl."""
     from ulbench.metrics.features import build_detector
 
@@ -247,7 +250,7 @@ def run_suite(suite: SuiteConfig, out: str | Path, overwrite: bool = False,
         if (d / DONE).exists() and not overwrite:
             log(f"[{run.name}] reusing finished run {d.name}")
             continue
-        rows = run_one(out, suite, run, detector, log)
+        rows = run_one(out, suite, run, detector, log, execution)
         d.mkdir(parents=True, exist_ok=True)
         (d / "results.jsonl").unlink(missing_ok=True)
         append_rows(d / "results.jsonl", rows)

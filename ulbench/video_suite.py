@@ -62,7 +62,7 @@ def _frames_folder(out: Path, train: Any, eval_set: Any, log: Callable[[str], No
 
 
 def _stage1(out: Path, suite: SuiteConfig, run: RunConfig, frames_dir: Path, bits_draws: int,
-            log: Callable[[str], None]) -> tuple[Any, dict[str, Any]]:
+            log: Callable[[str], None], execution: Any = None) -> tuple[Any, dict[str, Any]]:
     """Train (or reuse / resume) the per-frame UL on the frames folder; its space and cost facts."""
     from ul_models.config import ULConfig
     from ul_models.space import load_ul_space
@@ -74,15 +74,15 @@ def _stage1(out: Path, suite: SuiteConfig, run: RunConfig, frames_dir: Path, bit
     d = out / "stage1" / f"ul-video-{cfg.config_hash()}"
     if not (d / "done.json").exists():
         log(f"[{run.name}] stage 1: per-frame UL {cfg.steps} steps -> {d}")
-        summary = train_stage1(cfg, d, resume=(d / CHECKPOINT).exists(), progress=True)
+        summary = train_stage1(cfg, d, resume=(d / CHECKPOINT).exists(), progress=True, execution=execution)
         atomic_write_text(d / "done.json", json.dumps(summary, default=str))
     space = load_ul_space(str(d), steps=suite.eval.decode_steps, bits_draws=bits_draws)
     return space, {"stage1_macs": macs_per_sample(ul_components(space)),
                    "stage1_samples": cfg.steps * cfg.batch_size, "stage1_dir": str(d)}
 
 
-def _stage2(out: Path, run: RunConfig, vcfg: Any, codec: Any, train: Any, log: Callable[[str], None]
-            ) -> tuple[Any, dict[str, Any]]:
+def _stage2(out: Path, run: RunConfig, vcfg: Any, codec: Any, train: Any, log: Callable[[str], None],
+            execution: Any = None) -> tuple[Any, dict[str, Any]]:
     """Train (or reuse / resume) the frame-prediction base model; the predictor and cost facts."""
     from ul_models.video import VideoPredictor, train_video_base
     from ulbench.costs import _Call, macs_per_sample
@@ -93,7 +93,8 @@ def _stage2(out: Path, run: RunConfig, vcfg: Any, codec: Any, train: Any, log: C
     if not (d / "done.json").exists():
         log(f"[{run.name}] stage 2: video base model on {codec.name} {vcfg.steps} steps -> {d}")
         clips, labels = train.get(np.arange(len(train)))
-        summary = train_video_base(vcfg, d, codec, clips, labels, train.num_classes, resume=True)
+        summary = train_video_base(vcfg, d, codec, clips, labels, train.num_classes, resume=True,
+                                   execution=execution)
         atomic_write_text(d / "done.json", json.dumps(summary, default=str))
     summary = json.loads((d / "done.json").read_text())
     pred = VideoPredictor(d, codec)
@@ -188,8 +189,8 @@ def _strips(kept: dict[str, torch.Tensor], d: Path, num_clips: int, context_fram
     return grids
 
 
-def run_video_run(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, log: Callable[[str], None]
-                  ) -> list[ResultRow]:
+def run_video_run(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, log: Callable[[str], None],
+                  execution: Any = None) -> list[ResultRow]:
     """Train (reusing by hash, resuming from checkpoints) and evaluate one video run -> result rows."""
     from ul_models.video import FrameCodec, VideoBaseConfig
     from ulbench.costs import cost_summary
@@ -217,10 +218,10 @@ def run_video_run(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, 
     s1: dict[str, Any] = {"stage1_macs": {}, "stage1_samples": 0}
     if run.system == "ul-video":
         frames_dir = _frames_folder(out, train, eval_set, log)
-        space, s1 = _stage1(out, suite, run, frames_dir, int(knobs["bits_draws"]), log)
+        space, s1 = _stage1(out, suite, run, frames_dir, int(knobs["bits_draws"]), log, execution)
     codec = FrameCodec(space, ev.decode_steps)
     t1 = time.perf_counter()
-    pred, s2 = _stage2(out, run, vcfg, codec, train, log) if "fvd" in ev.metrics else (None, {})
+    pred, s2 = _stage2(out, run, vcfg, codec, train, log, execution) if "fvd" in ev.metrics else (None, {})
     if pred is not None:
         pred.steps = ev.sample_steps
     t2 = time.perf_counter()
