@@ -256,6 +256,7 @@ class Loop:
             raise ValueError(f"{self.checkpoint} exists; resume it or pick a new run directory")
         start = self.restore() if resume else 0
         if self.lead and self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
             _truncate_log(self.log_path, start)
         dist.barrier()
         bar = None
