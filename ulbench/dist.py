@@ -74,19 +74,3 @@ def all_reduce_keys(state: dict[str, np.ndarray]) -> list[str]:
     gathered: list = [None] * tdist.get_world_size()
     tdist.all_gather_object(gathered, sorted(state))
     return sorted(set().union(*gathered))
-
-
-def average_gradients(module: torch.nn.Module) -> None:
-    """Average .grad over ranks (float32 all_reduce, as DDP's reducer does); no-op when not distributed."""
-    if not (tdist.is_available() and tdist.is_initialized()) or tdist.get_world_size() == 1:
-        return
-    grads = [p.grad for p in module.parameters() if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    tdist.all_reduce(flat, op=tdist.ReduceOp.SUM)
-    flat /= tdist.get_world_size()
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
-        offset += g.numel()
