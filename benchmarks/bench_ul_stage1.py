@@ -1,92 +1,26 @@
-"""Benchmark UL stage 1: step throughput, FLOP utilisation, and a c_lf / bias_b bitrate sweep (UL-SPEC §5).
+"""Benchmark UL stage 1 training outcomes: a c_lf / bias_b bitrate sweep and full runs (UL-SPEC §5).
 
-    python benchmarks/bench_ul_stage1.py                      # throughput + utilisation at the tiny preset
-    python benchmarks/bench_ul_stage1.py --sweep              # + short runs over c_lf and bias_b
-    python benchmarks/bench_ul_stage1.py --full-run 1000      # + one full tiny run (bpp, PSNR at 1000 steps)
+    python benchmarks/bench_ul_stage1.py --sweep              # short runs over c_lf and bias_b
+    python benchmarks/bench_ul_stage1.py --full-run 1000      # one full tiny run (bpp, PSNR at 1000 steps)
 
-FLOPs come from torch.utils.flop_counter.FlopCounterMode: a multiply-add is 2 FLOPs (fvcore counts 1).
-Step FLOPs = 3 × forward FLOPs (forward + backward ≈ 2× forward); utilisation = step FLOP/s over a measured
-large fp32 matmul's FLOP/s on the same threads.
+Step time, samples/s and FLOP utilisation of every model are `benchmarks/bench_engine.py`.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import itertools
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ul_models.config import ULConfig
-from ul_models.model import build_stage1
-from ul_models.nets import count_params
-from ul_models.train import batch_indices, train_stage1, train_step
-
-
-def matmul_flops_per_s(n: int = 2048, repeats: int = 8) -> float:
-    """Best-of-`repeats` FLOP/s of an n×n fp32 matmul (2·n³ FLOPs)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
-
-
-def forward_flops(cfg: ULConfig) -> dict[str, float]:
-    """Forward FLOPs per batch of the stage-1 loss, total and per component (FlopCounterMode: 2 per MAC)."""
-    model = build_stage1(cfg)
-    x = torch.rand(cfg.batch_size, 3, cfg.resolution, cfg.resolution) * 2 - 1
-    lam = torch.zeros(cfg.batch_size)
-    out = {}
-    with torch.no_grad():
-        with FlopCounterMode(display=False) as fc:
-            model.losses(x, torch.Generator().manual_seed(0))
-        out["total"] = fc.get_total_flops()
-        z_clean, _ = model.encode_clean(x)
-        parts = {
-            "encoder": lambda: model.encoder(x),
-            "prior": lambda: model.prior(z_clean, lam),
-            "decoder": lambda: model.decoder(x, lam, model.decoder_cond(z_clean, None)),
-        }
-        for name, fn in parts.items():
-            with FlopCounterMode(display=False) as fc:
-                fn()
-            out[name] = fc.get_total_flops()
-    return out
-
-
-def throughput(cfg: ULConfig, steps: int, warmup: int = 3) -> dict[str, float]:
-    """Seconds per training step (AdamW, clip, EMA) on real embedded batches, channels_last."""
-    from ulbench.data import load_dataset
-
-    data = load_dataset(cfg.data, split="train", resolution=cfg.resolution)
-    torch.manual_seed(0)
-    model = build_stage1(cfg).to(memory_format=torch.channels_last)
-    ema = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
-    times = []
-    for step in range(warmup + steps):
-        x, _ = data.get(batch_indices(step, cfg.batch_size, len(data), cfg.seed))
-        t0 = time.perf_counter()
-        train_step(model, ema, opt, x, step, cfg)
-        times.append(time.perf_counter() - t0)
-    times = sorted(times[warmup:])
-    return {
-        "sec_per_step_median": times[len(times) // 2],
-        "sec_per_step_mean": sum(times) / len(times),
-        "params": {k: count_params(getattr(model, k)) for k in ("encoder", "prior", "decoder")},
-    }
+from ul_models.train import train_stage1
 
 
 def sweep(base: ULConfig, out_dir: Path, c_lf_values: list[float], bias_values: list[float]) -> list[dict]:
@@ -133,7 +67,6 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2, help="torch threads (the machine has 2 cores)")
     p.add_argument("--steps", type=int, default=20, help="timed training steps")
     p.add_argument("--set", nargs="*", default=[], help="ULConfig overrides key=value")
-    p.add_argument("--skip-speed", action="store_true", help="skip the throughput / utilisation measurement")
     p.add_argument("--sweep", action="store_true", help="train short runs over c_lf and bias_b")
     p.add_argument("--sweep-steps", type=int, default=300)
     p.add_argument("--sweep-batch-size", type=int, default=32)
@@ -148,38 +81,6 @@ def main() -> None:
     cfg = ULConfig.preset(args.scale, num_threads=args.threads).replace_from_strings(args.set)
     out_dir = Path(args.out_dir)
     results: dict = {"config_hash": cfg.config_hash(), "threads": args.threads, "batch_size": cfg.batch_size}
-
-    if not args.skip_speed:
-        flops = forward_flops(cfg)
-        speed = throughput(cfg, args.steps)
-        peak = matmul_flops_per_s()
-        step_flops = 3 * flops["total"]
-        achieved = step_flops / speed["sec_per_step_median"]
-        results.update(
-            forward_flops_per_batch=flops,
-            step_flops=step_flops,
-            matmul_flops_per_s=peak,
-            achieved_flops_per_s=achieved,
-            utilisation=achieved / peak,
-            **speed,
-        )
-        print(
-            f"UL stage 1 [{args.scale}] batch {cfg.batch_size}, {args.threads} threads, "
-            f"params {speed['params']}"
-        )
-        print(
-            f"  forward GFLOP/batch (2 per MAC): total {flops['total'] / 1e9:.2f} = "
-            f"encoder {flops['encoder'] / 1e9:.2f}"
-            f" + prior {flops['prior'] / 1e9:.2f} + decoder {flops['decoder'] / 1e9:.2f} (+ elementwise)"
-        )
-        print(
-            f"  {speed['sec_per_step_median']:.3f} s/step (median of {args.steps}); 1000 steps ≈ "
-            f"{1000 * speed['sec_per_step_median']:.0f} s"
-        )
-        print(
-            f"  step = 3 × forward = {step_flops / 1e9:.1f} GFLOP → {achieved / 1e9:.1f} GFLOP/s; "
-            f"fp32 matmul 2048² {peak / 1e9:.1f} GFLOP/s; utilisation {100 * achieved / peak:.1f}%"
-        )
 
     if args.sweep:
         base = dataclasses.replace(
