@@ -129,3 +129,13 @@ def test_two_gloo_processes_train_what_one_does(tmp_path):
         two = torch.load(tmp_path / f"{name}.pt", weights_only=True)
         assert two["last"]["loss"] == pytest.approx(last["loss"], rel=1e-4), name
         assert_same_training(name, weights, two["weights"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (benchmarks/gpu_check.sh runs it)")
+@pytest.mark.parametrize("name", NAMES)
+def test_cuda_trains_what_cpu_does(name):
+    """Same seeded draws on CPU generators: a CUDA run matches the CPU run up to float rounding (cuDNN TF32 too)."""
+    last_cpu, cpu = _train(name, Execution(device="cpu"))
+    last_gpu, gpu = _train(name, Execution(device="cuda"))
+    assert last_gpu["loss"] == pytest.approx(last_cpu["loss"], rel=1e-2)
+    assert_same_training(name, cpu, {k: v.cpu() for k, v in gpu.items()})
