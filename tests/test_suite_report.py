@@ -54,6 +54,24 @@ def test_suites_resolve_with_include_sweep_and_set():
         load_suite("smoke", ["eval.nmu_gen=3"])
 
 
+@pytest.mark.parametrize("assignment, message", [
+    ("defaults.stage1.c_lff=3", "unknown stage1 key 'c_lff' (did you mean 'c_lf'"),
+    ("defaults.base.stpes=3", "unknown base key 'stpes' (did you mean 'steps'"),
+    ("defaults.bound.lr=fast", "bound.lr='fast': expected float"),
+    ("defaults.stage1.steps=abc", "stage1.steps='abc': expected int"),
+    ("defaults.stage1.c_lf=-1", "stage1: ULConfig"),
+])
+def test_typo_in_a_stage_key_is_one_error_line_before_anything_runs(assignment, message, tmp_path):
+    """Typed stage configs: --dry-run already refuses what would crash mid-suite, naming the key and valid ones."""
+    res = CliRunner().invoke(main, ["run", "--suite", "smoke", "--dry-run", "--out", str(tmp_path),
+                                    "--set", assignment])
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], res.output
+    assert "valid" in lines[0] or "expected" in lines[0] or "ULConfig" in lines[0]
+    assert not any(tmp_path.iterdir())
+
+
 def test_dry_run_lists_runs():
     res = CliRunner().invoke(main, ["run", "--suite", "ablations", "--dry-run", "--out", "/nonexistent/x"])
     assert res.exit_code == 0, res.output

@@ -174,12 +174,78 @@ def resolve(raw: dict[str, Any], name: str = "suite") -> SuiteConfig:
             if expanded.get("system") not in SYSTEM_KINDS:
                 raise ValueError(f"suite {name}, run {expanded.get('name')}: system must be one of {SYSTEM_KINDS}, "
                                  f"got {expanded.get('system')!r}")
-            runs.append(RunConfig(**expanded))
+            run = RunConfig(**expanded)
+            validate_stages(run, raw.get("scale", "tiny"), f"suite {name}, run {run.name}")
+            runs.append(run)
     names = [r.name for r in runs]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise ValueError(f"suite {name}: duplicate run names {sorted(dup)}")
     return SuiteConfig(name=raw.pop("name", name), eval=EvalConfig(**ev), runs=tuple(runs), **raw)
+
+
+def _check_keys(where: str, stage: str, given: dict[str, Any], valid: set[str]) -> None:
+    """One error naming each unknown key, its closest valid names and all valid ones."""
+    import difflib
+
+    bad = sorted(set(given) - valid)
+    if bad:
+        close = {k: difflib.get_close_matches(k, sorted(valid), 2) for k in bad}
+        hints = "; ".join(f"{k!r} (did you mean {', '.join(map(repr, c))}?)" if c else repr(k)
+                          for k, c in close.items())
+        raise ValueError(f"{where}: unknown {stage} key {hints}; valid {stage} keys: {', '.join(sorted(valid))}")
+
+
+def _check_types(where: str, stage: str, given: dict[str, Any], cls: Any) -> None:
+    """Each value has its field's type (int for float allowed; lists for tuples)."""
+    import dataclasses
+
+    defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+    for key, value in given.items():
+        default = defaults.get(key)
+        if default is None or value is None:
+            continue
+        kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,), tuple: (list, tuple)}
+        expected = kinds.get(type(default))
+        is_bool_for_number = isinstance(value, bool) and bool not in (expected or ())
+        ok = expected is None or (isinstance(value, expected) and not is_bool_for_number)
+        if not ok:
+            raise ValueError(f"{where}: {stage}.{key}={value!r}: expected {type(default).__name__} "
+                             f"(like the default {default!r})")
+
+
+def validate_stages(run: RunConfig, scale: str, where: str) -> None:
+    """Typed stage configs: every stage1 / base / bound key is checked (and built) before anything trains."""
+    import dataclasses
+    import inspect
+
+    from ul_models.base import BaseConfig
+    from ul_models.config import ULConfig
+    from ul_models.latent_bound import BoundConfig
+    from ul_models.video import VideoBaseConfig
+
+    ul_keys = {f.name for f in dataclasses.fields(ULConfig)}
+    if run.system in ("ul", "ul-video"):
+        _check_keys(where, "stage1", run.stage1, ul_keys)
+        _check_types(where, "stage1", run.stage1, ULConfig)
+        try:
+            ULConfig.preset(scale, **{k: tuple(v) if isinstance(v, list) else v for k, v in run.stage1.items()})
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{where}: stage1: {e}") from None
+    elif run.system == "sd-vae-tiny":
+        from baselines.sd_vae_train import train_sd_vae_tiny
+
+        vae_keys = set(inspect.signature(train_sd_vae_tiny).parameters) - {"run_dir", "progress", "overwrite",
+                                                                           "execution"}
+        _check_keys(where, "stage1", run.stage1, vae_keys | ul_keys)  # shared UL defaults are dropped for it
+    if run.system.endswith("-video"):
+        _check_keys(where, "base", run.base, {f.name for f in dataclasses.fields(VideoBaseConfig)}
+                    | {"bits_draws", "grid_clips"})
+    elif run.system in ("ul", "sd-vae-tiny", "pixel"):
+        _check_keys(where, "base", run.base, {f.name for f in dataclasses.fields(BaseConfig)} - {"space"})
+        _check_types(where, "base", run.base, BaseConfig)
+    _check_keys(where, "bound", run.bound, {f.name for f in dataclasses.fields(BoundConfig)})
+    _check_types(where, "bound", run.bound, BoundConfig)
 
 
 def load_suite(name_or_path: str, sets: list[str] | None = None, scale: str | None = None,
