@@ -81,7 +81,8 @@ class LatentTarget:
         """The base model's clean data for images: z_clean (UL), [z_clean, (λ_e − λ₀)/10] (learned variance),
         or the space's own normalised latents."""
         if self.kind == "ul":
-            z_clean, logsnr_e = self.space.model.encode_batched(x_uint8.float() / 127.5 - 1, 16)
+            device = next(self.space.model.parameters()).device
+            z_clean, logsnr_e = self.space.model.encode_batched(x_uint8.to(device).float() / 127.5 - 1, 16)
             if logsnr_e is None:
                 return z_clean
             return torch.cat([z_clean, (logsnr_e - self.space.model.lambda0) / 10.0], dim=1)
@@ -97,7 +98,7 @@ class LatentTarget:
         lo = model.prior_schedule.logsnr_min
         logsnr_e = (model.lambda0 + 10.0 * z[:, c:]).clamp(lo, model.lambda0)
         noise = torch.stack([torch.randn(z_clean.shape[1:], generator=torch.Generator().manual_seed(
-            mix_seed(int(s), NOISE_STREAM))) for s in seeds])
+            mix_seed(int(s), NOISE_STREAM))) for s in seeds]).to(z.device)
         alpha, sigma = alpha_sigma(logsnr_e)
         return torch.cat([alpha * z_clean + sigma * noise, logsnr_e], dim=1)
 
@@ -203,6 +204,17 @@ class BaseGenerator:
         self.net.eval()
         self.meta, self.steps, self.decode_steps, self.run_dir = meta, steps, decode_steps, str(run_dir)
         self.name = f"base[{getattr(self.space, 'name', self.cfg.space)}]"
+        self.device, self.precision = torch.device("cpu"), "fp32"
+
+    def to(self, device: str | torch.device, precision: str | None = None) -> "BaseGenerator":
+        """Run the base model (and the space's decoder) on `device` under `precision` autocast; returns self."""
+        from ulbench.device import check_precision, resolve_device
+
+        self.device, self.precision = resolve_device(device), check_precision(precision or self.precision)
+        self.net.to(self.device)
+        if hasattr(self.space, "to"):
+            self.space.to(self.device, self.precision)
+        return self
 
     def labels_for(self, seeds: torch.Tensor, class_probs: np.ndarray | None) -> torch.Tensor | None:
         """One label per seed drawn from the training class frequencies (per-seed, batch-independent)."""
@@ -220,13 +232,14 @@ class BaseGenerator:
         if labels is None:
             labels = self.labels_for(seeds, class_probs)
         shape = tuple(self.meta["data_shape"])
-        cond = labels.float() if labels is not None else None
+        cond = labels.float().to(self.device) if labels is not None else None
         z = sample(lambda z_t, lam, c: self.net.eps(z_t, lam, None, None if c is None else c.long()),
                    shape, seeds, self.schedule, steps or self.steps, cond=cond,
-                   return_noisy=self.target.return_noisy, clip_x=1.0 if self._pixels else None, micro_batch=16)
+                   return_noisy=self.target.return_noisy, clip_x=1.0 if self._pixels else None, micro_batch=16,
+                   device=self.device, precision=self.precision)
         z = self.target.to_space(z, seeds)
         if self._pixels:
-            return to_uint8(z)
+            return to_uint8(z).cpu()
         return self.space.decode(z, seeds, self.decode_steps)
 
     @property
@@ -251,6 +264,11 @@ class PriorGenerator:
         self.space, self.steps, self.decode_steps = space, steps, decode_steps
         self.name = "prior[ul]"
 
+    def to(self, device: str | torch.device, precision: str | None = None) -> "PriorGenerator":
+        """Run prior and decoder on `device` (the space's networks); returns self."""
+        self.space.to(device, precision)
+        return self
+
     @torch.no_grad()
     def sample(self, seeds: torch.Tensor, steps: int | None = None, labels: torch.Tensor | None = None,
                class_probs: np.ndarray | None = None) -> torch.Tensor:
@@ -259,7 +277,8 @@ class PriorGenerator:
         c, f, d = model.latent_channels, model.downsample_factor, self.space.cfg.resolution
         z0 = sample(lambda z_t, lam, _c: model.prior.eps(z_t, lam), (c, d // f, d // f),
                     torch.as_tensor(seeds, dtype=torch.int64), model.prior_schedule, steps or self.steps,
-                    return_noisy=True, micro_batch=16)
+                    return_noisy=True, micro_batch=16, device=next(model.parameters()).device,
+                    precision=getattr(self.space, "precision", "fp32"))
         return self.space.decode(z0, torch.as_tensor(seeds), self.decode_steps)
 
     def info(self) -> dict[str, Any]:

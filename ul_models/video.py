@@ -119,17 +119,27 @@ class FrameCodec:
                              "learned-variance ablation is not supported for video")
         self.logsnr_max = 10.0 if self.pixels else float(space.model.lambda0)  # sample at λ₀ is z₀ (§6)
         self.name = "pixel" if self.pixels else "ul"
+        self.device = torch.device("cpu") if self.pixels else next(space.model.parameters()).device
+
+    def to(self, device: str | torch.device, precision: str | None = None) -> "FrameCodec":
+        """Encode and decode frames on `device`; returns self."""
+        from ulbench.device import resolve_device
+
+        self.device = resolve_device(device)
+        if not self.pixels:
+            self.space.to(self.device, precision)
+        return self
 
     @torch.no_grad()
     def clean(self, frames_uint8: torch.Tensor) -> torch.Tensor:
         """Clean base-model data per frame: pixels in [−1, 1], or z_clean = E(x) on fixed micro-batches."""
-        x = to_unit(frames_uint8)
+        x = to_unit(frames_uint8.to(self.device))
         return x if self.pixels else self.space.model.encode_batched(x, self.space.micro_batch)[0]
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, frame_seeds: torch.Tensor) -> torch.Tensor:
         """Base-model samples -> uint8 frames: round pixels, or run the UL decoder from z₀ (per-frame seeds)."""
-        return to_uint8(z) if self.pixels else self.space.decode(z, frame_seeds, self.decode_steps)
+        return to_uint8(z).cpu() if self.pixels else self.space.decode(z, frame_seeds, self.decode_steps).cpu()
 
 
 def frame_seeds(seeds: torch.Tensor, frames: range | list[int]) -> torch.Tensor:
@@ -266,6 +276,14 @@ class VideoPredictor:
                                                    self.meta["num_classes"], self.meta["logsnr_max"], codec.pixels)
         self.trained_steps = int(_load(run_dir, ema=self.net)["step"])
         self.net.eval()
+        self.precision = "fp32"
+
+    def to(self, device: str | torch.device, precision: str | None = None) -> "VideoPredictor":
+        """Predict on `device` under `precision` autocast (the codec moves too); returns self."""
+        self.codec.to(device, precision)
+        self.net.to(self.codec.device)
+        self.precision = precision or self.precision
+        return self
 
     @torch.no_grad()
     def predict(self, clips_uint8: torch.Tensor, labels: torch.Tensor | None, seeds: torch.Tensor,
@@ -283,6 +301,7 @@ class VideoPredictor:
         labelled = bool(self.meta["num_classes"])
         if labelled:
             lab = torch.as_tensor(labels if labels is not None else torch.full((n,), self.meta["num_classes"]))
+            lab = lab.to(cond.device)
             cond = torch.cat([cond, lab.float()[:, None, None, None].expand(n, 1, *cond.shape[-2:])], dim=1)
 
         def eps_fn(z_t, lam, c):
@@ -292,7 +311,8 @@ class VideoPredictor:
         shape = (self.cfg.future_frames * c, h, w)
         clip = (2.0 if self.cfg.residual else 1.0) if self.codec.pixels else None  # pixel residuals lie in [−2, 2]
         z = sample(eps_fn, shape, seeds, self.schedule, steps or self.steps, cond=cond,
-                   return_noisy=not self.codec.pixels, clip_x=clip, micro_batch=16)
+                   return_noisy=not self.codec.pixels, clip_x=clip, micro_batch=16, device=self.codec.device,
+                   precision=self.precision)
         future = z.reshape(n, self.cfg.future_frames, c, h, w)
         if self.cfg.residual:  # UL: the sample at λ₀ is α₀·(z − anchor) + σ₀ε, so z₀ = sample + α₀·anchor
             scale = 1.0 if self.codec.pixels else float(alpha_sigma(torch.tensor(self.meta["logsnr_max"]))[0])

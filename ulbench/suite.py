@@ -169,7 +169,7 @@ def run_one(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, log: C
     from ulbench.costs import cost_summary
     from ulbench.data import load_dataset
     from ulbench.data.base import Subset
-    from ulbench.evaluation import eval_generator, eval_space
+    from ulbench.evaluation import eval_generator, eval_space, place
 
     ev = suite.eval
     if run.system.endswith("-video"):
@@ -187,7 +187,7 @@ def run_one(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, log: C
     log(f"[{run.name}] evaluating reconstructions ({len(data)} images): {', '.join(recon)}")
     measured = _bounded(out, suite, run, space, spec, log, execution)
     rows = eval_space(spec, data, recon, detector, ev.batch_size, ev.seed, ev.lpips_backbone, space=measured,
-                      progress=True)
+                      progress=True, execution=execution)
     import torch
 
     from ulbench.harness import per_index_seeds
@@ -205,7 +205,9 @@ def run_one(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, log: C
             gen, gen_facts = _stage2(out, suite, run, space, spec, log, execution)
             log(f"[{run.name}] generating {ev.num_gen} samples for gFID")
             train = load_dataset(suite.data, split="train", resolution=suite.resolution)
+            place(gen, execution)
             rows += eval_generator(gen, train, detector, ev.num_gen, ev.batch_size, ev.seed, progress=True,
+                                   execution=execution,
                                    system=getattr(space, "name", spec))
             with torch.inference_mode():
                 samples = gen.sample(per_index_seeds(torch.arange(16).numpy(), ev.seed + 1))
@@ -243,7 +245,8 @@ def run_suite(suite: SuiteConfig, out: str | Path, overwrite: bool = False,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "suite.json", json.dumps(asdict(suite), indent=1, default=str))
-    detector = build_detector(suite.eval.detector, suite.eval.weights)
+    device, precision = (execution.torch_device, execution.precision) if execution else ("cpu", "fp32")
+    detector = build_detector(suite.eval.detector, suite.eval.weights, device=device, precision=precision)
     t0 = time.perf_counter()
     for run in suite.runs:
         d = run_dir_of(out, suite, run)

@@ -195,7 +195,7 @@ def run_video_run(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, 
     from ul_models.video import FrameCodec, VideoBaseConfig
     from ulbench.costs import cost_summary
     from ulbench.data import load_dataset
-    from ulbench.evaluation import rows_from_values, run_provenance
+    from ulbench.evaluation import execution_provenance, rows_from_values, run_provenance
     from ulbench.suite import run_dir_of
 
     out = Path(out)
@@ -224,6 +224,8 @@ def run_video_run(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, 
     pred, s2 = _stage2(out, run, vcfg, codec, train, log, execution) if "fvd" in ev.metrics else (None, {})
     if pred is not None:
         pred.steps = ev.sample_steps
+    if execution is not None:  # the codec moves the space with it
+        (pred.to if pred is not None else codec.to)(execution.torch_device, execution.precision)
     t2 = time.perf_counter()
 
     n = len(eval_set) if not ev.num_eval else min(ev.num_eval, len(eval_set))
@@ -241,7 +243,8 @@ def run_video_run(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, 
                    "predictor": pred.info() if pred is not None else None}
     info = eval_set.info()
     prov = run_provenance(info, {
-        "system_info": system_info, "seed": ev.seed, "seeds": "per clip: (seed << 32) + clip index; frame t: "
+        **execution_provenance(execution, codec), "system_info": system_info,
+        "seed": ev.seed, "seeds": "per clip: (seed << 32) + clip index; frame t: "
         "mix_seed(clip seed, 51000 + t)", "eval_indices": "evenly spaced over the split",
         "num_videos": len(clips), "num_frames": vcfg.num_frames, "stride": vcfg.frame_stride,
         "context_frames": vcfg.context_frames, "predicted_frames": vcfg.future_frames,
