@@ -12,15 +12,11 @@ import numpy as np
 
 from ulbench.config import RunConfig, SuiteConfig
 from ulbench.results import ResultRow, append_rows, atomic_write_text, read_rows
+from ulbench.run_files import DONE, run_dir_of, save_grid
 
-DONE = "done.json"
+__all__ = ["DONE", "plan", "run_dir_of", "run_one", "run_suite", "save_grid"]
 GENERATIVE = ("ul", "sd-vae-tiny", "pixel")
 BOUNDED = ("sd-vae-tiny", "sd-vae", "pixel")  # deterministic latents: measure them with a fitted UL prior (§3)
-
-
-def run_dir_of(out: Path, suite: SuiteConfig, run: RunConfig) -> Path:
-    """Per-run directory named by the run's config hash (reused when the hash matches)."""
-    return out / "runs" / f"{run.name}-{run.config_hash(suite)}"
 
 
 def plan(suite: SuiteConfig, out: str | Path) -> list[dict[str, Any]]:
@@ -144,23 +140,6 @@ def _bounded(out: Path, suite: SuiteConfig, run: RunConfig, space: Any, spec: st
     train = load_dataset(suite.data, split="train", resolution=suite.resolution)
     log(f"[{run.name}] UL bound: a latent prior ({cfg.steps} steps) on {len(train)} train latents -> {d}")
     return bound_for_space(space, train, cfg, d, suite.eval.seed, progress=True, execution=execution)
-
-
-def save_grid(images, path: Path, nrow: int = 8) -> str:
-    """uint8 NCHW images as one PNG grid (written atomically)."""
-    import io
-
-    from PIL import Image
-    from torchvision.utils import make_grid
-
-    grid = make_grid(images, nrow=nrow, padding=2, pad_value=255).permute(1, 2, 0).numpy()
-    buf = io.BytesIO()
-    Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(buf, format="PNG")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".png.tmp")
-    tmp.write_bytes(buf.getvalue())
-    tmp.replace(path)
-    return str(path)
 
 
 def run_one(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, log: Callable[[str], None],

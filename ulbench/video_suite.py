@@ -172,7 +172,7 @@ def _evaluate(space: Any, pred: Any, clips: torch.Tensor, labels: torch.Tensor, 
 
 def _strips(kept: dict[str, torch.Tensor], d: Path, num_clips: int, context_frames: int, ul: bool) -> dict[str, str]:
     """Frame-strip PNGs (one row per clip, frames left to right) of predictions and reconstructions."""
-    from ulbench.suite import save_grid
+    from ulbench.run_files import save_grid
 
     n = min(num_clips, len(kept["real"]))
     pick = np.linspace(0, len(kept["real"]) - 1, n).round().astype(np.int64) if n else np.zeros(0, np.int64)
@@ -196,7 +196,7 @@ def run_video_run(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, 
     from ulbench.costs import cost_summary
     from ulbench.data import load_dataset
     from ulbench.evaluation import execution_provenance, rows_from_values, run_provenance
-    from ulbench.suite import run_dir_of
+    from ulbench.run_files import run_dir_of
 
     out = Path(out)
     _check(suite, run, detector)
