@@ -42,18 +42,19 @@ def _detector(name: str, weights: str | None, execution=None):
 
 
 def make_execution(device: str, precision: str, batch_size: int | None, num_workers: int,
-                   compile: bool = False):
+                   compile: bool = False, accum_steps: int = 1):
     """An Execution from the shared options, validated now (bad device or precision: ValueError → exit 2)."""
     from ulbench.device import Execution, autocast
 
     execution = Execution(device=device, precision=precision, compile=compile, num_workers=num_workers,
-                          batch_size=batch_size)
+                          batch_size=batch_size, accum_steps=accum_steps)
     autocast(execution.torch_device, execution.precision)  # resolves the device; fp16 on CPU is refused here
     return execution
 
 
 def execution_options(with_compile: bool = False):
-    """--device, --precision, --batch-size, --num-workers (and --compile) → one `execution` argument (Execution)."""
+    """--device, --precision, --batch-size, --num-workers (and for training --compile, --accum-steps) → one
+    `execution` argument (Execution)."""
     opts = [
         click.option("--device", default="auto", show_default=True,
                      help="auto | cpu | cuda[:N] | mps (auto: this rank's GPU if there is one, else cpu)."),
@@ -66,11 +67,14 @@ def execution_options(with_compile: bool = False):
     ]
     if with_compile:
         opts.append(click.option("--compile", "compile_", is_flag=True, help="torch.compile the networks."))
+        opts.append(click.option("--accum-steps", default=1, show_default=True, type=int,
+                                 help="Gradient accumulation rounds per training step (same update, less memory)."))
 
     def decorate(f):
         @functools.wraps(f)
-        def wrapper(*args, device, precision, batch_size, num_workers, compile_=False, **kwargs):
-            return f(*args, execution=make_execution(device, precision, batch_size, num_workers, compile_), **kwargs)
+        def wrapper(*args, device, precision, batch_size, num_workers, compile_=False, accum_steps=1, **kwargs):
+            execution = make_execution(device, precision, batch_size, num_workers, compile_, accum_steps)
+            return f(*args, execution=execution, **kwargs)
 
         for opt in reversed(opts):
             wrapper = opt(wrapper)
