@@ -22,6 +22,7 @@ from ul_models.losses import decoder_loss, mix_seed
 from ul_models.nets import Denoiser, count_params
 from ul_models.sampler import sample
 from ul_models.schedule import Schedule, alpha_sigma, resolution_shift
+from ul_models.seeds import STREAMS
 from ul_models.train import to_uint8
 from ul_models.training.data import TensorBatches
 from ul_models.training.loop import Loop, LoopConfig
@@ -29,7 +30,7 @@ from ulbench.device import Execution
 
 BASE_CHECKPOINT = "base.safetensors"
 BASE_CONFIG = "base_config.json"
-LABEL_STREAM, NOISE_STREAM = 41, 43  # seed streams of generation (labels, UL channel noise)
+LABEL_STREAM, NOISE_STREAM = STREAMS["labels"], STREAMS["label_noise"]  # generation: labels, UL channel noise
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ul_models.schedule import Schedule, alpha_sigma
+from ul_models.seeds import STREAMS
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -121,7 +122,7 @@ def estimate_prior_nats(
     seeds: torch.Tensor,
     draws: int = 64,
     logsnr_max: torch.Tensor | None = None,
-    stream: int = 7,
+    stream: int = STREAMS["prior_bits"],
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-image L_prior mean and standard error over `draws` (t, ε) draws seeded per image (UL-SPEC §3).
 

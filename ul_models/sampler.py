@@ -15,9 +15,10 @@ import torch
 
 from ul_models.losses import mix_seed
 from ul_models.schedule import Schedule, alpha_sigma
+from ul_models.seeds import STREAMS
 from ulbench.device import autocast
 
-SAMPLER_STREAM = 2  # seed stream of sampler noise, distinct from encoder (1) and bits (3) noise
+SAMPLER_STREAM = STREAMS["sampler"]  # seed stream of sampler noise (ul_models.seeds)
 
 CondEpsFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 

@@ -20,11 +20,12 @@ from ul_models.config import ULConfig
 from ul_models.losses import mix_seed
 from ul_models.model import UnifiedLatents, build_stage1
 from ul_models.nets import count_params
+from ul_models.seeds import STREAMS
 from ul_models.train import CHECKPOINT, load_checkpoint, to_uint8, to_unit
 from ulbench.device import Execution, check_precision, resolve_device
 
-ENCODER_STREAM = 1  # seed stream of the encoder noise ε in z₀ = α₀ z_clean + σ₀ ε
-BITS_STREAM = 3  # seed stream of the (t, ε) draws of the bits estimate
+ENCODER_STREAM = STREAMS["encoder"]  # seed stream of the encoder noise ε in z₀ = α₀ z_clean + σ₀ ε
+BITS_STREAM = STREAMS["bits"]  # seed stream of the (t, ε) draws of the bits estimate
 
 
 def _check_uint8(x: torch.Tensor, seeds: torch.Tensor) -> None:

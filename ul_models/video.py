@@ -37,6 +37,7 @@ from ul_models.losses import decoder_loss, mix_seed
 from ul_models.nets import Denoiser, count_params
 from ul_models.sampler import sample
 from ul_models.schedule import Schedule, alpha_sigma, resolution_shift
+from ul_models.seeds import STREAMS
 from ul_models.train import to_uint8, to_unit
 from ul_models.training.data import TensorBatches
 from ul_models.training.loop import Loop, LoopConfig
@@ -44,7 +45,7 @@ from ulbench.device import Execution
 
 VIDEO_BASE_CONFIG = "video_base_config.json"
 VIDEO_BASE_CHECKPOINT = "video_base.safetensors"  # net, EMA, AdamW (ul_models.checkpoint format)
-FRAME_STREAM = 51  # per-frame decoder seeds: frame t of the clip with seed s decodes with mix_seed(s, 51000 + t)
+FRAME_STREAM = STREAMS["frames"]  # frame t of the clip with seed s decodes with mix_seed(s, 51000 + t)
 
 
 @dataclass(frozen=True)
