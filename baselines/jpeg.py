@@ -12,6 +12,7 @@ from PIL import Image
 
 from ulbench.device import check_precision, resolve_device
 from ulbench.protocols import Reconstruction
+from ulbench.spaces import SpaceInfo
 
 
 def jpeg_encode(img_hwc: np.ndarray, quality: int) -> bytes:
@@ -79,7 +80,9 @@ class JpegSpace:
                 "entropy": np.array([8.0 * entropy_coded_bytes(b) for b in z])}
         return Reconstruction(self.decode(z, seeds), bits)
 
-    def info(self) -> dict[str, Any]:
-        """Codec and version."""
-        return {"space": self.name, "codec": "PIL JPEG baseline, 4:2:0", "quality": self.quality,
-                "pillow": PIL.__version__, "params": 0}
+    def info(self) -> SpaceInfo:
+        """Codec and version; the "latents" are JPEG bytes, so no stage-2 model can learn them."""
+        return SpaceInfo(name=self.name, latent_channels=None, downsample_factor=1, params={"total": 0},
+                         stochastic_decoder=False, decoder_evals=0, rate="exact",
+                         provenance={"codec": "PIL JPEG baseline, 4:2:0", "quality": self.quality,
+                                     "pillow": PIL.__version__})

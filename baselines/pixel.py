@@ -9,6 +9,7 @@ import torch
 
 from ulbench.device import check_precision, resolve_device
 from ulbench.protocols import Reconstruction
+from ulbench.spaces import DiffusionTarget, SpaceInfo
 
 
 class PixelSpace:
@@ -52,6 +53,13 @@ class PixelSpace:
         z = self.encode_on_device(x_uint8, seeds)
         return Reconstruction(self.decode_on_device(z).cpu(), {"total": bits}, z=z.cpu())
 
-    def info(self) -> dict[str, Any]:
-        """No parameters; latents are pixels."""
-        return {"space": self.name, "latent": "pixels in [-1, 1]", "downsample_factor": 1, "params": 0}
+    def info(self) -> SpaceInfo:
+        """No parameters; latents are pixels in [−1, 1]; 8 bits per subpixel."""
+        return SpaceInfo(name=self.name, latent_channels=3, downsample_factor=1, params={"total": 0},
+                         stochastic_decoder=False, decoder_evals=0, rate="exact", provenance={"space": "pixel"},
+                         details={"latent": "pixels in [-1, 1]"})
+
+    def diffusion_target(self) -> DiffusionTarget:
+        """Pixels to λ = 10 with x̂-predictions clipped to [−1, 1] (simple diffusion)."""
+        return DiffusionTarget(data=lambda x, seeds: self.encode_on_device(x, seeds), clip=1.0,
+                               note="pixels in [-1, 1], denoised to logsnr 10, x-hat clipped")

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ulbench.device import autocast, check_precision, resolve_device
+from ulbench.spaces import SpaceInfo, total_params
 
 HUB_IDS = {"sd-vae-ft-mse": "stabilityai/sd-vae-ft-mse", "sd-vae-ft-ema": "stabilityai/sd-vae-ft-ema"}
 TINY_JSON = "sd_vae_tiny.json"  # training config, metrics and latent statistics of an sd-vae-tiny run
@@ -251,35 +252,32 @@ class SDVAESpace:
         return [(f"{self.name}/encoder", _EncoderNet(self.vae), (torch.zeros(1, 3, res, res, device=dev),)),
                 (f"{self.name}/decoder", _DecoderNet(self.vae), (torch.zeros(1, c, res // f, res // f, device=dev),))]
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> SpaceInfo:
         """Latent shape, downsampling, parameters, weights hashes, normalisation and bits definition."""
         vae, c, f = self.vae, int(self.vae.config.latent_channels), self.downsample_factor
-        enc = sum(p.numel() for m in (vae.encoder, vae.quant_conv) if m is not None for p in m.parameters())
-        dec = sum(p.numel() for m in (vae.decoder, vae.post_quant_conv) if m is not None for p in m.parameters())
-        return {
-            "name": self.name,
-            "kind": "sd-vae",
-            "latent_channels": c,
-            "downsample_factor": f,
-            "latent_shape": [c, self.resolution // f, self.resolution // f] if self.resolution else None,
-            "latent_shape_rule": f"({c}, H/{f}, W/{f})",
-            "params": sum(p.numel() for p in vae.parameters()),
-            "params_encoder": enc,
-            "params_decoder": dec,
-            "weights_sha256": self.weights,
-            "source": self.source,
-            "latent_normalisation": {"kind": self.normalisation, "formula": "z = (z_raw - shift) * scale",
-                                     "shift": self.latent_shift.flatten().tolist(),
-                                     "scale": self.latent_scale.flatten().tolist()},
-            "latent": "posterior sample mean + std*eps, eps from each image's seed" if self.sample_posterior
-            else "posterior mean (deterministic)",
-            "decoder": "deterministic single pass (seeds and steps ignored)",
-            "input_range": "uint8 [0, 255] -> [-1, 1] inside the adapter; output rounded back to uint8",
-            "bits": BITS_NOTE,
-            **({"precision": self.precision} if self.precision != "fp32" else {}),
-            "config": {k: v for k, v in dict(vae.config).items() if not k.startswith("_")},
-            **self.extra_info,
-        }
+        params = total_params({"encoder": vae.encoder, "quant_conv": vae.quant_conv, "decoder": vae.decoder,
+                               "post_quant_conv": vae.post_quant_conv})
+        params = {"encoder": params["encoder"] + params["quant_conv"],
+                  "decoder": params["decoder"] + params["post_quant_conv"], "total": params["total"]}
+        config = {k: v for k, v in dict(vae.config).items() if not k.startswith("_")}
+        from ulbench.results import config_hash
+
+        return SpaceInfo(
+            name=self.name, latent_channels=c, downsample_factor=f, params=params, stochastic_decoder=False,
+            decoder_evals=1, rate="kl",
+            latent_shape=(c, self.resolution // f, self.resolution // f) if self.resolution else None,
+            provenance={"class": type(vae).__name__, "config_hash": config_hash(config),
+                        "weights_sha256": self.weights, "source": self.source,
+                        **({"precision": self.precision} if self.precision != "fp32" else {}), **self.extra_info},
+            details={
+                "latent_normalisation": {"kind": self.normalisation, "formula": "z = (z_raw - shift) * scale",
+                                         "shift": self.latent_shift.flatten().tolist(),
+                                         "scale": self.latent_scale.flatten().tolist()},
+                "latent": "posterior sample mean + std*eps, eps from each image's seed" if self.sample_posterior
+                else "posterior mean (deterministic)",
+                "decoder": "deterministic single pass (seeds and steps ignored)",
+                "input_range": "uint8 [0, 255] -> [-1, 1] inside the adapter; output rounded back to uint8",
+                "bits": BITS_NOTE, "config": config})
 
 
 def load_sd_vae(variant: str = "sd-vae-ft-mse", path: str | None = None, sample_posterior: bool | str = False,

@@ -89,7 +89,7 @@ def test_bounded_pixel_space_reports_ul_bound_rows_independent_of_batch_size(tmp
     assert b5.value > 0 and b5.stderr > 0  # an untrained prior may exceed 24: it is a bound, not a code
     assert b5.value == pytest.approx(b24.value, rel=1e-12)
     assert b5.extra["estimator_stderr"] > 0
-    assert "ul_bound" in rows[5]["bpp"].provenance["system_info"]
+    assert "ul_bound" in rows[5]["bpp"].provenance["system_info"]["details"]
 
 
 def test_bound_rejects_non_finite_latents():

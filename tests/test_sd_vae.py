@@ -62,13 +62,13 @@ def test_sd_config_round_trip_and_normalisation(sd_dir):
         kl_nats = raw_vae.encode(x.float() / 127.5 - 1).latent_dist.kl()
     np.testing.assert_allclose(bits, kl_nats.double().numpy() / np.log(2), rtol=1e-5)
     info = space.info()
-    assert info["downsample_factor"] == 8 and info["latent_channels"] == 4
-    assert info["latent_normalisation"]["scale"] == [pytest.approx(0.18215)] * 4
-    assert info["params"] == sum(p.numel() for p in raw_vae.parameters()) == info["params_encoder"] + info[
-        "params_decoder"]
-    assert list(info["weights_sha256"]) == ["diffusion_pytorch_model.safetensors"]
-    assert len(info["weights_sha256"]["diffusion_pytorch_model.safetensors"]) == 64
-    assert "posterior mean" in info["latent"] and "KL" in info["bits"]
+    assert info.downsample_factor == 8 and info.latent_channels == 4 and info.rate == "kl"
+    assert info.details["latent_normalisation"]["scale"] == [pytest.approx(0.18215)] * 4
+    params = info.params
+    assert params["total"] == sum(p.numel() for p in raw_vae.parameters()) == params["encoder"] + params["decoder"]
+    assert list(info.provenance["weights_sha256"]) == ["diffusion_pytorch_model.safetensors"]
+    assert len(info.provenance["weights_sha256"]["diffusion_pytorch_model.safetensors"]) == 64
+    assert "posterior mean" in info.details["latent"] and "KL" in info.details["bits"]
 
 
 def test_posterior_sample_depends_only_on_seed(sd_dir):
@@ -146,9 +146,9 @@ def test_tiny_train_save_load(tiny_run):
     space = load_sd_vae_tiny(str(run))
     assert isinstance(space, SDVAESpace)
     info = space.info()
-    assert info["latent_shape"] == [4, 8, 8] and info["downsample_factor"] == 4
-    assert info["objective"]["lpips_term"].startswith("off")
-    np.testing.assert_allclose(info["latent_normalisation"]["shift"], saved["latent_stats"]["mean"], rtol=1e-6)
+    assert info.latent_shape == (4, 8, 8) and info.downsample_factor == 4
+    assert info.provenance["objective"]["lpips_term"].startswith("off")
+    np.testing.assert_allclose(info.details["latent_normalisation"]["shift"], saved["latent_stats"]["mean"], rtol=1e-6)
     from baselines.sd_vae_train import latent_stats
     from ulbench.data.embedded import embedded_photos
 
@@ -200,5 +200,5 @@ def test_flop_components_match_diffusers_calls(tiny_run):
         torch.testing.assert_close(dec(z), space.vae.decode(z).sample)
     report = FlopReport.from_modules(space.flop_components())
     info = space.info()
-    assert [r.params for r in report.rows] == [info["params_encoder"], info["params_decoder"]]
+    assert [r.params for r in report.rows] == [info.params["encoder"], info.params["decoder"]]
     assert all(r.gmacs_per_sample > 0 for r in report.rows)

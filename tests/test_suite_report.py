@@ -92,7 +92,7 @@ def test_suite_rows_table_and_reuse(mini_run):
     # deterministic spaces also get the UL bound of a fitted prior (UL-SPEC §3); JPEG has real bits instead
     for system in ("pixel", "sd-vae-tiny"):
         assert metrics[(system, "bpp_ul_bound")]["value"] > 0, system
-        assert "ul_bound" in metrics[(system, "bpp")]["provenance"]["system_info"]
+        assert "ul_bound" in metrics[(system, "bpp")]["provenance"]["system_info"]["details"]
     assert metrics[("sd-vae-tiny", "gfid")]["status"] == "ok"
     assert metrics[("sd-vae-tiny", "train_flops")]["value"] > 0
     assert ("jpeg-q10", "bpp_ul_bound") not in metrics

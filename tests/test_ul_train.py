@@ -100,8 +100,9 @@ def test_space_protocol_and_batch_size_invariance(trained):
     assert z.shape == (5, 4, 4, 4) and torch.equal(space.encode(x[2:3], seeds[2:3]), z[2:3])
     assert torch.equal(space.decode(z, seeds), full.x_hat)
     info = space.info()
-    assert info["latent_shape"] == [4, 4, 4] and info["downsample_factor"] == 4 and info["bits_draws"] == 8
-    assert info["config_hash"] == ULConfig.preset("tiny", **TINY).config_hash()
+    assert info.latent_shape == (4, 4, 4) and info.downsample_factor == 4 and info.details["bits_draws"] == 8
+    assert info.provenance["config_hash"] == ULConfig.preset("tiny", **TINY).config_hash()
+    assert info.rate == "ul_bound" and info.stochastic_decoder and info.decoder_evals == space.decode_steps
     with pytest.raises(ValueError, match="uint8"):
         space.encode(x.float(), seeds)
 
@@ -111,7 +112,7 @@ def test_registry_entry_loads_the_space(trained):
 
     run_dir, _ = trained
     space = SPACES.build(f"ul:{run_dir}", steps=2, bits_draws=4)
-    assert space.info()["decode_steps"] == 2
+    assert space.info().decoder_evals == 2
 
 
 @pytest.mark.parametrize(

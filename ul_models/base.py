@@ -21,16 +21,16 @@ from ul_models.checkpoint import atomic_write, read_checkpoint
 from ul_models.losses import decoder_loss, mix_seed
 from ul_models.nets import Denoiser, count_params
 from ul_models.sampler import sample
-from ul_models.schedule import Schedule, alpha_sigma, resolution_shift
+from ul_models.schedule import Schedule, resolution_shift
 from ul_models.seeds import STREAMS
-from ul_models.train import to_uint8
 from ul_models.training.data import TensorBatches
 from ul_models.training.loop import Loop, LoopConfig
 from ulbench.device import Execution
+from ulbench.spaces import DiffusionTarget, diffusion_target, space_info
 
 BASE_CHECKPOINT = "base.safetensors"
 BASE_CONFIG = "base_config.json"
-LABEL_STREAM, NOISE_STREAM = STREAMS["labels"], STREAMS["label_noise"]  # generation: labels, UL channel noise
+LABEL_STREAM = STREAMS["labels"]  # generation: one label per seed
 
 
 @dataclass(frozen=True)
@@ -65,43 +65,13 @@ class BaseConfig:
         return config_hash(dataclasses.asdict(self))
 
 
-class LatentTarget:
-    """How a space's latents are presented to the base model and turned back into decoder input."""
-
-    def __init__(self, space: Any):
-        self.space = space
-        self.kind = "ul" if type(space).__name__ == "ULSpace" else "generic"
-        self.learned_variance = self.kind == "ul" and space.cfg.learned_variance
-        if self.kind == "ul" and not self.learned_variance:
-            self.logsnr_max, self.return_noisy = float(space.model.lambda0), True  # sample at λ₀ is z₀ (§6)
-        else:
-            self.logsnr_max, self.return_noisy = 10.0, False
-
-    @torch.no_grad()
-    def data(self, x_uint8: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
-        """The base model's clean data for images: z_clean (UL), [z_clean, (λ_e − λ₀)/10] (learned variance),
-        or the space's own normalised latents."""
-        if self.kind == "ul":
-            device = next(self.space.model.parameters()).device
-            z_clean, logsnr_e = self.space.model.encode_batched(x_uint8.to(device).float() / 127.5 - 1, 16)
-            if logsnr_e is None:
-                return z_clean
-            return torch.cat([z_clean, (logsnr_e - self.space.model.lambda0) / 10.0], dim=1)
-        return self.space.encode(x_uint8, seeds).float()
-
-    def to_space(self, z: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
-        """Base-model output -> what `space.decode` takes (learned variance: re-noise through the channel)."""
-        if not self.learned_variance:
-            return z
-        model = self.space.model
-        c = model.latent_channels
-        z_clean = z[:, :c]
-        lo = model.prior_schedule.logsnr_min
-        logsnr_e = (model.lambda0 + 10.0 * z[:, c:]).clamp(lo, model.lambda0)
-        noise = torch.stack([torch.randn(z_clean.shape[1:], generator=torch.Generator().manual_seed(
-            mix_seed(int(s), NOISE_STREAM))) for s in seeds]).to(z.device)
-        alpha, sigma = alpha_sigma(logsnr_e)
-        return torch.cat([alpha * z_clean + sigma * noise, logsnr_e], dim=1)
+def target_of(space: Any) -> DiffusionTarget:
+    """The space's diffusion target (ulbench/spaces.py), or a clear error when it has no continuous latents."""
+    target = diffusion_target(space)
+    if target is None:
+        raise ValueError(f"space {getattr(space, 'name', space)!r} has no continuous latents (SpaceInfo."
+                         "latent_channels is None), so no stage-2 model can learn it")
+    return target
 
 
 def build_base(cfg: BaseConfig, data_shape: tuple[int, int, int], num_classes: int, logsnr_max: float):
@@ -162,7 +132,7 @@ def train_base(cfg: BaseConfig, run_dir: str | Path, resume: bool = True, progre
     with dist.rank_zero_first():
         run_dir.mkdir(parents=True, exist_ok=True)
     space = space if space is not None else SPACES.build(cfg.space)
-    target = LatentTarget(space)
+    target = target_of(space)
     ds = load_dataset(cfg.data, split="train", resolution=cfg.resolution)
     x, labels = ds.get(np.arange(len(ds)))
     x = torch.cat([x, x.flip(-1)])  # horizontal flips, encoded once
@@ -173,8 +143,9 @@ def train_base(cfg: BaseConfig, run_dir: str | Path, resume: bool = True, progre
     encode_s = time.perf_counter() - t0
     num_classes = ds.num_classes if cfg.class_conditional else 0
     meta = {"config": dataclasses.asdict(cfg), "config_hash": cfg.config_hash(), "data_shape": list(data.shape[1:]),
-            "num_classes": num_classes, "logsnr_max": target.logsnr_max, "return_noisy": target.return_noisy,
-            "data_std": float(data.std()), "space_info_hash": space.info().get("config_hash")}
+            "num_classes": num_classes, "logsnr_max": target.logsnr_max, "return_noisy": target.sample_is_latent,
+            "data_std": float(data.std()), "target": target.note,
+            "space_provenance": space_info(space).provenance, "encoded_images": len(x)}
     loop = Loop(BaseObjective(cfg, tuple(data.shape[1:]), num_classes, target.logsnr_max), base_loop_config(cfg),
                 execution, checkpoint=run_dir / BASE_CHECKPOINT, log=run_dir / "base_log.jsonl", meta=meta)
     meta["params"] = count_params(loop.net)
@@ -198,7 +169,7 @@ class BaseGenerator:
         meta = json.loads((run_dir / BASE_CONFIG).read_text())
         self.cfg = BaseConfig(**{**meta["config"], "channels": tuple(meta["config"]["channels"])})
         self.space = space if space is not None else SPACES.build(self.cfg.space)
-        self.target = LatentTarget(self.space)
+        self.target = target_of(self.space)
         self.net, self.schedule = build_base(self.cfg, tuple(meta["data_shape"]), meta["num_classes"],
                                              meta["logsnr_max"])
         self.trained_steps = int(_load(run_dir, ema=self.net)["step"])
@@ -236,16 +207,11 @@ class BaseGenerator:
         cond = labels.float().to(self.device) if labels is not None else None
         z = sample(lambda z_t, lam, c: self.net.eps(z_t, lam, None, None if c is None else c.long()),
                    shape, seeds, self.schedule, steps or self.steps, cond=cond,
-                   return_noisy=self.target.return_noisy, clip_x=1.0 if self._pixels else None, micro_batch=16,
+                   return_noisy=self.target.sample_is_latent, clip_x=self.target.clip, micro_batch=16,
                    device=self.device, precision=self.precision)
-        z = self.target.to_space(z, seeds)
-        if self._pixels:
-            return to_uint8(z).cpu()
+        if self.target.to_latent is not None:
+            z = self.target.to_latent(z, seeds)
         return self.space.decode(z, seeds, self.decode_steps)
-
-    @property
-    def _pixels(self) -> bool:
-        return type(self.space).__name__ == "PixelSpace"
 
     def info(self) -> dict[str, Any]:
         """Base-model provenance."""
@@ -256,14 +222,15 @@ class BaseGenerator:
 
 
 class PriorGenerator:
-    """Single-stage generation [ours]: the jointly trained stage-1 prior is the base model; its sample at λ₀ is z₀
-    (UL-SPEC §7 "single stage"; unconditional, since the prior sees no labels)."""
+    """Single-stage generation [ours]: a space's own prior (UL: the jointly trained stage-1 prior) is the base
+    model; its sample is decoded as is (UL-SPEC §7 "single stage"; unconditional, the prior sees no labels)."""
 
     def __init__(self, space: Any, steps: int = 32, decode_steps: int | None = None):
-        if type(space).__name__ != "ULSpace" or space.cfg.learned_variance:
-            raise ValueError("single-stage generation needs a UL space with a fixed-variance encoder")
+        if not callable(getattr(space, "sample_prior", None)):
+            raise ValueError(f"single-stage generation needs a space with its own prior (sample_prior); "
+                             f"{getattr(space, 'name', space)!r} has none")
         self.space, self.steps, self.decode_steps = space, steps, decode_steps
-        self.name = "prior[ul]"
+        self.name = f"prior[{space.name}]"
 
     def to(self, device: str | torch.device, precision: str | None = None) -> "PriorGenerator":
         """Run prior and decoder on `device` (the space's networks); returns self."""
@@ -273,16 +240,11 @@ class PriorGenerator:
     @torch.no_grad()
     def sample(self, seeds: torch.Tensor, steps: int | None = None, labels: torch.Tensor | None = None,
                class_probs: np.ndarray | None = None) -> torch.Tensor:
-        """Prior sample z₀ (λ_min → λ₀), decoded to uint8 NCHW."""
-        model = self.space.model
-        c, f, d = model.latent_channels, model.downsample_factor, self.space.cfg.resolution
-        z0 = sample(lambda z_t, lam, _c: model.prior.eps(z_t, lam), (c, d // f, d // f),
-                    torch.as_tensor(seeds, dtype=torch.int64), model.prior_schedule, steps or self.steps,
-                    return_noisy=True, micro_batch=16, device=next(model.parameters()).device,
-                    precision=getattr(self.space, "precision", "fp32"))
-        return self.space.decode(z0, torch.as_tensor(seeds), self.decode_steps)
+        """The space's prior sample, decoded to uint8 NCHW."""
+        seeds = torch.as_tensor(seeds, dtype=torch.int64)
+        return self.space.decode(self.space.sample_prior(seeds, steps or self.steps), seeds, self.decode_steps)
 
     def info(self) -> dict[str, Any]:
         """Provenance of the prior-as-base generator."""
         return {"generator": self.name, "sample_steps": self.steps, "decode_steps": self.decode_steps,
-                "params": count_params(self.space.model.prior), "sample_is_z0": True}
+                "params": space_info(self.space).params.get("prior"), "sample_is_z0": True}

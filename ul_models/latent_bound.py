@@ -220,6 +220,9 @@ class BoundedSpace:
         stderr = {**(rec.bits_stderr or {}), "ul_bound": se / math.log(2.0)}
         return dataclasses.replace(rec, bits=bits, bits_stderr=stderr)
 
-    def info(self) -> dict[str, Any]:
-        """The wrapped space's info plus the bound's provenance."""
-        return {**self.space.info(), "ul_bound": self.bound.info()}
+    def info(self) -> Any:
+        """The wrapped space's SpaceInfo with the bound's provenance in its details."""
+        from ulbench.spaces import space_info
+
+        info = space_info(self.space)
+        return info.replace(details={**info.details, "ul_bound": self.bound.info()})

@@ -16,7 +16,7 @@ STREAMS: dict[str, int] = {
     "bits": 3,  # ul_models.space BITS_STREAM: (t, ε) draws of the bits estimate
     "prior_bits": 7,  # estimate_prior_nats default stream
     "labels": 41,  # ul_models.base LABEL_STREAM: class labels of generated samples
-    "label_noise": 43,  # ul_models.base NOISE_STREAM: learned-variance re-noising of base samples
+    "label_noise": 43,  # ul_models.space NOISE_STREAM: learned-variance re-noising of base samples
     "frames": 51,  # ul_models.video FRAME_STREAM: per-frame decoder seeds of video
     # training: seed_for(run seed, stream, step, position) per sample, so shares and devices never change draws
     "init": 100,  # weight initialisation (keyed by the trainer's stream)

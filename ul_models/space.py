@@ -19,13 +19,15 @@ import torch
 from ul_models.config import ULConfig
 from ul_models.losses import mix_seed
 from ul_models.model import UnifiedLatents, build_stage1
-from ul_models.nets import count_params
+from ul_models.schedule import alpha_sigma
 from ul_models.seeds import STREAMS
 from ul_models.train import CHECKPOINT, load_checkpoint, to_uint8, to_unit
 from ulbench.device import Execution, check_precision, resolve_device
+from ulbench.spaces import DiffusionTarget, SpaceInfo, total_params
 
 ENCODER_STREAM = STREAMS["encoder"]  # seed stream of the encoder noise ε in z₀ = α₀ z_clean + σ₀ ε
 BITS_STREAM = STREAMS["bits"]  # seed stream of the (t, ε) draws of the bits estimate
+NOISE_STREAM = STREAMS["label_noise"]  # channel noise re-drawn for learned-variance stage-2 samples
 
 
 def _check_uint8(x: torch.Tensor, seeds: torch.Tensor) -> None:
@@ -145,29 +147,65 @@ class ULSpace:
         return Reconstruction(x_hat=x_hat, bits={"total": bits, "ul_bound": bits},
                               bits_stderr={"total": bits_se, "ul_bound": bits_se})
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> SpaceInfo:
         """Latent shape, downsampling factor, parameters and provenance (config hash, run dir, steps)."""
-        m = self.model
-        return {
-            "latent_shape": list(self.cfg.latent_shape),
-            "downsample_factor": self.cfg.downsample_factor,
-            "params": {
-                "encoder": count_params(m.encoder),
-                "prior": count_params(m.prior),
-                "decoder": count_params(m.decoder),
-                "total": count_params(m),
-            },
-            "decode_steps": self.decode_steps,
-            "bits_draws": self.bits_draws,
-            "bits_bound": "L_prior (UL-SPEC §3)",
-            "latent_channels_layout": "z0 then lambda_e map" if self.cfg.learned_variance else "z0",
-            "trained_steps": self.trained_steps,
-            "weights": "EMA",
-            **({"precision": self.precision} if self.precision != "fp32" else {}),  # fp32 keeps old cache keys
-            "config_hash": self.cfg.config_hash(),
-            "run_dir": self.run_dir,
-            "config": self.cfg.to_dict(),
-        }
+        m, c, f = self.model, self.cfg.latent_channels, self.cfg.downsample_factor
+        return SpaceInfo(
+            name=self.name, latent_channels=c, downsample_factor=f,
+            params=total_params({"encoder": m.encoder, "prior": m.prior, "decoder": m.decoder}),
+            stochastic_decoder=True, decoder_evals=self.decode_steps, rate="ul_bound",
+            latent_shape=tuple(self.cfg.latent_shape),
+            provenance={"class": "UnifiedLatents", "config_hash": self.cfg.config_hash(), "run_dir": self.run_dir,
+                        "trained_steps": self.trained_steps, "weights": "EMA",
+                        **({"precision": self.precision} if self.precision != "fp32" else {})},
+            details={"decode_steps": self.decode_steps, "bits_draws": self.bits_draws,
+                     "bits_bound": "L_prior (UL-SPEC §3)",
+                     "latent_channels_layout": "z0 then lambda_e map" if self.cfg.learned_variance else "z0",
+                     "config": self.cfg.to_dict()})
+
+    def diffusion_target(self) -> DiffusionTarget:
+        """Stage-2 data is z_clean down to λ₀, so its sample at λ₀ is z₀ (UL-SPEC §6); learned variance appends
+        (λ_e − λ₀)/10 and re-noises through the channel before decoding."""
+        if not self.cfg.learned_variance:
+            return DiffusionTarget(data=self._target_data, logsnr_max=float(self.model.lambda0),
+                                   sample_is_latent=True, note="z_clean to lambda0: the sample at lambda0 is z0")
+        return DiffusionTarget(data=self._target_data, to_latent=self._renoise,
+                               note="[z_clean, (lambda_e - lambda0)/10] to logsnr 10, re-noised before decoding")
+
+    @torch.no_grad()
+    def _target_data(self, x_uint8: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        z_clean, logsnr_e = self._clean(x_uint8)
+        if logsnr_e is None:
+            return z_clean
+        return torch.cat([z_clean, (logsnr_e - self.model.lambda0) / 10.0], dim=1)
+
+    def _renoise(self, z: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        model, c = self.model, self.model.latent_channels
+        logsnr_e = (model.lambda0 + 10.0 * z[:, c:]).clamp(model.prior_schedule.logsnr_min, model.lambda0)
+        noise = torch.stack([torch.randn((c, *z.shape[2:]),
+                                         generator=torch.Generator().manual_seed(mix_seed(int(s), NOISE_STREAM)))
+                             for s in seeds]).to(z.device)
+        alpha, sigma = alpha_sigma(logsnr_e)
+        return torch.cat([alpha * z[:, :c] + sigma * noise, logsnr_e], dim=1)
+
+    def flop_components(self, resolution: int | None = None) -> list[tuple[str, torch.nn.Module, tuple]]:
+        """Encoder, prior and decoder with one-image example inputs on the space's device (fvcore)."""
+        from ulbench.costs import ul_model_components
+
+        comps = ul_model_components(self.model, self.cfg)
+        return [(name, module, tuple(t.to(self.device) for t in inputs)) for name, (module, inputs) in comps.items()]
+
+    @torch.no_grad()
+    def sample_prior(self, seeds: torch.Tensor, steps: int) -> torch.Tensor:
+        """z₀ from the jointly trained prior (λ_min → λ₀), one per seed (UL-SPEC §7 "single stage")."""
+        from ul_models.sampler import sample
+
+        if self.cfg.learned_variance:
+            raise ValueError("single-stage generation needs a UL space with a fixed-variance encoder")
+        model, c, f, d = self.model, self.cfg.latent_channels, self.cfg.downsample_factor, self.cfg.resolution
+        return sample(lambda z_t, lam, _c: model.prior.eps(z_t, lam), (c, d // f, d // f),
+                      torch.as_tensor(seeds, dtype=torch.int64), model.prior_schedule, steps, return_noisy=True,
+                      micro_batch=16, device=self.device, precision=self.precision)
 
 
 def load_ul_space(run_dir: str, steps: int | None = None, bits_draws: int = 64, device: str | torch.device = "cpu",

@@ -38,7 +38,6 @@ from ul_models.nets import Denoiser, count_params
 from ul_models.sampler import sample
 from ul_models.schedule import Schedule, alpha_sigma, resolution_shift
 from ul_models.seeds import STREAMS
-from ul_models.train import to_uint8, to_unit
 from ul_models.training.data import TensorBatches
 from ul_models.training.loop import Loop, LoopConfig
 from ulbench.device import Execution
@@ -109,38 +108,47 @@ class VideoBaseConfig:
 
 
 class FrameCodec:
-    """What the base model sees of a frame: z_clean of a per-frame UL space (sample at λ₀ is z₀), or pixels."""
+    """What the base model sees of a frame: the diffusion target of a per-frame space (UL: z_clean, whose sample at
+    λ₀ is z₀), or pixels when no space is given (ulbench/spaces.py)."""
 
     def __init__(self, space: Any = None, decode_steps: int | None = None):
-        self.space = space  # a ULSpace, or None for pixels
-        self.decode_steps = decode_steps  # UL decoder sampler steps (None: the space's default)
-        self.pixels = space is None
-        if not self.pixels and (type(space).__name__ != "ULSpace" or space.cfg.learned_variance):
-            raise ValueError("video UL needs a fixed-variance ULSpace (or None for the pixel baseline); the "
-                             "learned-variance ablation is not supported for video")
-        self.logsnr_max = 10.0 if self.pixels else float(space.model.lambda0)  # sample at λ₀ is z₀ (§6)
-        self.name = "pixel" if self.pixels else "ul"
-        self.device = torch.device("cpu") if self.pixels else next(space.model.parameters()).device
+        from baselines.pixel import PixelSpace
+        from ul_models.base import target_of
+        from ulbench.spaces import space_info
+
+        self.space = space if space is not None else PixelSpace()
+        self.decode_steps = decode_steps  # decoder sampler steps of a stochastic decoder (None: the space's default)
+        self.target = target_of(self.space)
+        if self.target.to_latent is not None:
+            raise ValueError(f"video needs a space whose stage-2 sample decodes as is; {self.space.name!r} re-noises "
+                             "its samples (the learned-variance ablation is not supported for video)")
+        info = space_info(self.space)
+        self.factor = info.downsample_factor
+        self.pixels = self.factor == 1  # pixel-sized data: patchify and shift the schedule as simple diffusion does
+        self.logsnr_max = self.target.logsnr_max
+        self.name = self.space.name
+        self.space_hash = info.provenance.get("config_hash")
+        self.device = getattr(self.space, "device", torch.device("cpu"))
 
     def to(self, device: str | torch.device, precision: str | None = None) -> "FrameCodec":
         """Encode and decode frames on `device`; returns self."""
         from ulbench.device import resolve_device
 
         self.device = resolve_device(device)
-        if not self.pixels:
-            self.space.to(self.device, precision)
+        self.space.to(self.device, precision)
         return self
 
     @torch.no_grad()
     def clean(self, frames_uint8: torch.Tensor) -> torch.Tensor:
-        """Clean base-model data per frame: pixels in [−1, 1], or z_clean = E(x) on fixed micro-batches."""
-        x = to_unit(frames_uint8.to(self.device))
-        return x if self.pixels else self.space.model.encode_batched(x, self.space.micro_batch)[0]
+        """Clean base-model data per frame (the space's diffusion target; seeds 0: frame encoders are deterministic
+        here, and a fixed seed keeps the data independent of how frames are batched)."""
+        seeds = torch.zeros(frames_uint8.shape[0], dtype=torch.int64)
+        return self.target.data(frames_uint8.to(self.device), seeds).to(self.device)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, frame_seeds: torch.Tensor) -> torch.Tensor:
-        """Base-model samples -> uint8 frames: round pixels, or run the UL decoder from z₀ (per-frame seeds)."""
-        return to_uint8(z).cpu() if self.pixels else self.space.decode(z, frame_seeds, self.decode_steps).cpu()
+        """Base-model samples -> uint8 frames through the space's decoder (per-frame seeds)."""
+        return self.space.decode(z, frame_seeds, self.decode_steps).cpu()
 
 
 def frame_seeds(seeds: torch.Tensor, frames: range | list[int]) -> torch.Tensor:
@@ -184,8 +192,7 @@ def clip_data(codec: FrameCodec, clips_uint8: torch.Tensor, cfg: VideoBaseConfig
 
 def codec_side(codec: FrameCodec, clips: torch.Tensor) -> tuple[int, int]:
     """Spatial size (h, w) of one frame's base-model data."""
-    f = 1 if codec.pixels else codec.space.cfg.downsample_factor
-    return clips.shape[-2] // f, clips.shape[-1] // f
+    return clips.shape[-2] // codec.factor, clips.shape[-1] // codec.factor
 
 
 def _load(run_dir: Path, net=None, ema=None, opt=None) -> dict[str, Any]:
@@ -240,7 +247,7 @@ def train_video_base(cfg: VideoBaseConfig, run_dir: str | Path, codec: FrameCode
             "frame_shape": list(frame_shape), "num_classes": num_classes, "logsnr_max": codec.logsnr_max,
             "num_train_clips": int(clips_uint8.shape[0]), "num_train_examples": int(data.shape[0]),
             "data_std": float(future.std()),
-            "space_config_hash": None if codec.pixels else codec.space.cfg.config_hash()}
+            "space_config_hash": codec.space_hash}
     loop_cfg = LoopConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
                           grad_clip=cfg.grad_clip, ema=cfg.ema, seed=cfg.seed, checkpoint_every=cfg.checkpoint_every,
                           log_every=50, num_threads=cfg.num_threads,
@@ -254,7 +261,7 @@ def train_video_base(cfg: VideoBaseConfig, run_dir: str | Path, codec: FrameCode
         atomic_write(run_dir / VIDEO_BASE_CONFIG, lambda p: p.write_text(json.dumps(meta, indent=1)))
     out = loop.run(TensorBatches(future=future, context=context, label=labels), resume=resume, progress=progress)
     return {"run_dir": str(run_dir), "steps": cfg.steps, "samples_seen": out["samples_seen"],
-            "num_train_examples": int(data.shape[0]), "encoded_frames": 0 if codec.pixels else
+            "num_train_examples": int(data.shape[0]), "encoded_frames": 0 if codec.factor == 1 else
             int(clips_uint8.shape[0] * cfg.num_frames * (2 if cfg.hflip else 1)),
             "params": out["params"], "encode_s": encode_s, "train_s": out["train_s"], "img_per_s": out["img_per_s"],
             "execution": out["execution"]}
@@ -310,13 +317,15 @@ class VideoPredictor:
 
         c, h, w = self.meta["frame_shape"]
         shape = (self.cfg.future_frames * c, h, w)
-        clip = (2.0 if self.cfg.residual else 1.0) if self.codec.pixels else None  # pixel residuals lie in [−2, 2]
+        clip = self.codec.target.clip
+        clip = clip * (2.0 if self.cfg.residual else 1.0) if clip else None  # residuals of [−1, 1] lie in [−2, 2]
+        noisy = self.codec.target.sample_is_latent
         z = sample(eps_fn, shape, seeds, self.schedule, steps or self.steps, cond=cond,
-                   return_noisy=not self.codec.pixels, clip_x=clip, micro_batch=16, device=self.codec.device,
+                   return_noisy=noisy, clip_x=clip, micro_batch=16, device=self.codec.device,
                    precision=self.precision)
         future = z.reshape(n, self.cfg.future_frames, c, h, w)
         if self.cfg.residual:  # UL: the sample at λ₀ is α₀·(z − anchor) + σ₀ε, so z₀ = sample + α₀·anchor
-            scale = 1.0 if self.codec.pixels else float(alpha_sigma(torch.tensor(self.meta["logsnr_max"]))[0])
+            scale = float(alpha_sigma(torch.tensor(self.meta["logsnr_max"]))[0]) if noisy else 1.0
             future = future + scale * anchor[:, None]
         future = future.reshape(n * self.cfg.future_frames, c, h, w)
         frames = self.codec.decode(future, frame_seeds(seeds, range(k, t_all)))
@@ -327,5 +336,5 @@ class VideoPredictor:
         return {"generator": f"video-base[{self.codec.name}]", "base_config_hash": self.cfg.config_hash(),
                 "trained_steps": self.trained_steps, "sample_steps": self.steps,
                 "decode_steps": self.codec.decode_steps, "params": count_params(self.net), "run_dir": self.run_dir,
-                "logsnr_max": self.meta["logsnr_max"], "sample_is_z0": not self.codec.pixels,
+                "logsnr_max": self.meta["logsnr_max"], "sample_is_z0": self.codec.target.sample_is_latent,
                 "context_frames": self.cfg.context_frames, "predicted_frames": self.cfg.future_frames}

@@ -22,9 +22,11 @@ class _Call(torch.nn.Module):
         return self.net(z, lam, cond, labels)
 
 
-def ul_components(space: Any) -> dict[str, tuple[torch.nn.Module, tuple]]:
-    """Encoder, prior and decoder of a UL space with one-image example inputs."""
-    return ul_model_components(space.model, space.cfg)
+def space_components(space: Any, resolution: int | None = None) -> dict[str, tuple[torch.nn.Module, tuple]]:
+    """The networks a space declares through `flop_components` (ulbench/spaces.py), by short name; {} without."""
+    if not callable(getattr(space, "flop_components", None)):
+        return {}
+    return {name.split("/")[-1]: (module, inputs) for name, module, inputs in space.flop_components(resolution)}
 
 
 def ul_model_components(model: Any, cfg: Any) -> dict[str, tuple[torch.nn.Module, tuple]]:

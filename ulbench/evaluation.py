@@ -19,6 +19,7 @@ from ulbench.metrics.frechet import FeatureStats, frechet_distance, rank_deficie
 from ulbench.protocols import Batch
 from ulbench.registry import METRICS, SPACES
 from ulbench.results import ResultRow, config_hash, git_sha, package_versions
+from ulbench.spaces import capabilities, space_info
 
 FRECHET_METRICS = ("rfid", "kid")
 
@@ -98,12 +99,13 @@ def eval_space(space_spec: str, dataset: Any, metric_names: list[str], detector:
     values = compute_all(metrics)
     config = {"space": space_spec, "data": dataset.info(), "metrics": metric_names, "seed": seed,
               "detector": getattr(detector, "name", None)}
-    info = space.info()
+    info = space_info(space)
     prov = run_provenance(dataset.info(), {
-        "system_info": info, "seed": seed, "seeds": "per image: (seed << 32) + dataset index",
+        "system_info": info.to_dict(), "capabilities": list(capabilities(space)),
+        "seed": seed, "seeds": "per image: (seed << 32) + dataset index",
         "num_images_evaluated": n_total, "batch_size": batch_size, "world_size": world_size,
         **execution_provenance(execution, space),
-        "config_hash": config_hash(config), "decode_steps": info.get("decode_steps"),
+        "config_hash": config_hash(config), "decode_steps": info.decoder_evals if info.stochastic_decoder else None,
         "skipped_bad_files": [f for f, _ in out.skipped], "wall_time_s": round(time.perf_counter() - t0, 3)})
     run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{config_hash(config)}"
     return rows_from_values(values, getattr(space, "name", space_spec), run_id, prov)

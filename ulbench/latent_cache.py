@@ -20,6 +20,7 @@ from ulbench.device import Execution
 from ulbench.features_hash import sha256_bytes
 from ulbench.harness import iter_batches, per_index_seeds
 from ulbench.results import atomic_write_text, config_hash
+from ulbench.spaces import space_info
 
 MANIFEST = "manifest.json"
 
@@ -37,7 +38,8 @@ def cache_latents(space: Any, dataset: Any, out_dir: str | os.PathLike, shard_si
     out.mkdir(parents=True, exist_ok=True)
     n = len(dataset)
     num_shards = (n + shard_size - 1) // shard_size
-    key = config_hash({"space": space.info(), "data": dataset.info(), "seed": seed, "shard_size": shard_size})
+    key = config_hash({"space": space_info(space).to_dict(),  # SpaceInfo: provenance decides reuse
+                       "data": dataset.info(), "seed": seed, "shard_size": shard_size})
     for k in range(rank, num_shards, world_size):
         side = out / f"shard-{k:05d}.json"
         if side.exists() and json.loads(side.read_text()).get("key") == key:
@@ -66,7 +68,7 @@ def cache_latents(space: Any, dataset: Any, out_dir: str | os.PathLike, shard_si
         manifest = {"key": key, "num_images": n, "shard_size": shard_size, "num_shards": num_shards,
                     "complete": len(sides) == num_shards and all(s["key"] == key for s in sides),
                     "shards": [{"file": f"shard-{k:05d}.safetensors", **s} for k, s in enumerate(sides)],
-                    "space": space.info(), "dataset": dataset.info(), "seed": seed}
+                    "space": space_info(space).to_dict(), "dataset": dataset.info(), "seed": seed}
         atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1, default=str))
         return manifest
     from ulbench import dist

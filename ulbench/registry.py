@@ -11,15 +11,17 @@ from typing import Any, Callable
 
 @dataclass(frozen=True)
 class Entry:
-    """A registered name: `target` is "module:attr" imported on first use, so `ulbench ls` stays fast."""
+    """A registered name: `target` is "module:attr" imported on first use (so `ulbench ls` stays fast) or a callable."""
 
     name: str
-    target: str
+    target: str | Callable[..., Any]
     help: str
     pattern: str | None = None  # regex for parametrised names, e.g. r"jpeg-q(?P<quality>\d+)"
 
     def load(self) -> Callable[..., Any]:
         """Import and return the factory."""
+        if callable(self.target):
+            return self.target
         module, attr = self.target.split(":")
         return getattr(importlib.import_module(module), attr)
 
@@ -31,7 +33,7 @@ class Registry:
         self.kind = kind
         self._entries: dict[str, Entry] = {}
 
-    def register(self, name: str, target: str, help: str = "", pattern: str | None = None) -> None:
+    def register(self, name: str, target: str | Callable[..., Any], help: str = "", pattern: str | None = None) -> None:
         """Add a name; `pattern` lets one entry serve a family such as jpeg-q1 ... jpeg-q100."""
         self._entries[name] = Entry(name, target, help, pattern)
 
@@ -43,8 +45,7 @@ class Registry:
         """Registered entries in order."""
         return list(self._entries.values())
 
-    def resolve(self, spec: str) -> tuple[Entry, dict[str, str]]:
-        """Find the entry for `spec` and its parameters ("ul:runs/x" -> path="runs/x"; "jpeg-q50" -> quality)."""
+    def _match(self, spec: str) -> tuple[Entry, dict[str, str]] | None:
         if spec in self._entries and self._entries[spec].pattern is None:
             return self._entries[spec], {}
         for entry in self._entries.values():
@@ -52,12 +53,24 @@ class Registry:
                 m = re.fullmatch(entry.pattern, spec)
                 if m:
                     return entry, {k: v for k, v in m.groupdict().items() if v is not None}
+        return None
+
+    def _unknown(self, spec: str, extra: str = "") -> ValueError:
         close = difflib.get_close_matches(spec, self.names(), n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise ValueError(
-            f"Unknown {self.kind} {spec!r}.{hint} Known {self.kind}s: {', '.join(self.names())} "
-            f"(see `ulbench ls`)."
-        )
+        return ValueError(f"Unknown {self.kind} {spec!r}.{hint} Known {self.kind}s: {', '.join(self.names())} "
+                          f"(see `ulbench ls`).{extra}")
+
+    def resolve(self, spec: str) -> tuple[Entry, dict[str, str]]:
+        """Find the entry for `spec` and its parameters ("ul:runs/x" -> run_dir="runs/x"; "jpeg-q50" -> quality)."""
+        found = self._match(spec)
+        if found is None:
+            raise self._unknown(spec)
+        return found
+
+    def factory(self, spec: str) -> Callable[..., Any]:
+        """The callable that `build(spec)` calls."""
+        return self.resolve(spec)[0].load()
 
     def build(self, spec: str, **kwargs: Any) -> Any:
         """Resolve `spec` and call its factory with the parsed parameters plus `kwargs`."""
@@ -65,7 +78,98 @@ class Registry:
         return entry.load()(**params, **kwargs)
 
 
-SPACES = Registry("space")
+ENTRY_POINT_GROUP = "ulbench.spaces"  # plugins: [project.entry-points."ulbench.spaces"] name = "pkg.mod:factory"
+MODULE_SPEC = re.compile(r"(?P<module>[A-Za-z_]\w*(?:\.\w+)*):(?P<attr>[A-Za-z_]\w*)(?::(?P<arg>.+))?")
+NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
+
+
+class SpaceRegistry(Registry):
+    """Spaces: built-ins, `register_space`, the `ulbench.spaces` entry points and `pkg.module:factory[:ARG]`;
+    whatever a factory returns is checked against the contract (ulbench/spaces.py)."""
+
+    def __init__(self):
+        super().__init__("space")
+        self._plugins_loaded = False
+
+    def _load_plugins(self) -> None:
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name not in self._entries:
+                self.register(ep.name, ep.value, f"plugin from {ep.dist.name if ep.dist else '?'} (entry point)")
+
+    def names(self) -> list[str]:
+        """Built-in, registered and plugin names in order."""
+        self._load_plugins()
+        return super().names()
+
+    def entries(self) -> list[Entry]:
+        """Built-in, registered and plugin entries in order."""
+        self._load_plugins()
+        return super().entries()
+
+    def resolve(self, spec: str) -> tuple[Entry, dict[str, str]]:
+        """A registered name or pattern first; else `pkg.module:factory[:ARG]` (ARG is the factory's first argument)."""
+        self._load_plugins()
+        found = self._match(spec)
+        if found is not None:
+            return found
+        m = MODULE_SPEC.fullmatch(spec)
+        if m is None:
+            raise self._unknown(spec, " A space of your own: `pkg.module:factory[:ARG]` or ulbench.register_space.")
+        try:
+            module = importlib.import_module(m["module"])
+        except ImportError as err:
+            raise ValueError(f"space {spec!r}: cannot import module {m['module']!r} ({err}); is it on PYTHONPATH? "
+                             f"Known spaces: {', '.join(self.names())}") from None
+        factory = getattr(module, m["attr"], None)
+        if not callable(factory):
+            raise ValueError(f"space {spec!r}: module {m['module']!r} has no callable {m['attr']!r}")
+        entry = Entry(spec, factory, f"{m['module']}:{m['attr']}")
+        return entry, ({"_arg": m["arg"]} if m["arg"] is not None else {})
+
+    def build(self, spec: str, **kwargs: Any) -> Any:
+        """Build the space and check it meets the contract (a clear error naming what is missing)."""
+        from ulbench.spaces import accepts, check_space
+
+        entry, params = self.resolve(spec)
+        factory = entry.load()
+        args = [params.pop("_arg")] if "_arg" in params else []
+        kwargs = {k: v for k, v in kwargs.items() if not accepts(factory, (k,))}  # optional hints a factory may skip
+        return check_space(factory(*args, **params, **kwargs), f"space {spec!r}")
+
+    def register_space(self, name: str, factory: Callable[..., Any], help: str = "", pattern: str | None = None,
+                       replace: bool = False) -> None:
+        """Add a user space, checked: a lower-case name, no duplicate (unless `replace`), a factory that takes the
+        pattern's named groups and needs no other argument."""
+        import inspect
+
+        if not isinstance(name, str) or not NAME.fullmatch(name.split("{")[0].split("[")[0]):
+            raise ValueError(f"space name {name!r}: use lower-case letters, digits, '.', '_' or '-'")
+        self._load_plugins()
+        if name in self._entries and not replace:
+            raise ValueError(f"space {name!r} is already registered ({self._entries[name].help or 'built-in'}); "
+                             "pick another name or pass replace=True")
+        if not callable(factory):
+            raise TypeError(f"register_space({name!r}): factory must be callable, got {type(factory).__name__}")
+        groups = list(re.compile(pattern).groupindex) if pattern else []
+        sig = inspect.signature(factory)
+        missing = [g for g in groups if g not in sig.parameters
+                   and not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())]
+        required = [p.name for p in sig.parameters.values() if p.default is p.empty
+                    and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in groups]
+        if missing or required:
+            raise TypeError(f"register_space({name!r}): factory{sig} "
+                            + (f"does not take the pattern's groups {missing}" if missing else "")
+                            + ("; " if missing and required else "")
+                            + (f"needs arguments {required} that a spec cannot give" if required else ""))
+        self.register(name, factory, help, pattern)
+
+
+SPACES = SpaceRegistry()
 SPACES.register("pixel", "baselines.pixel:PixelSpace", "identity: pixels are the latents (24 bpp)")
 SPACES.register(
     "jpeg-q{N}", "baselines.jpeg:JpegSpace", "PIL JPEG at quality N (1-95): real encoded bits",
@@ -124,3 +228,9 @@ DETECTORS.register("i3d", "ulbench.metrics.fvd:I3DDetector",
                    "I3D Kinetics-400 (StyleGAN-V TorchScript or VideoGPT state dict)")
 DETECTORS.register("video-proxy", "ulbench.metrics.fvd:VideoProxyDetector",
                    "fixed random spatio-temporal features: NOT FVD")
+
+
+def register_space(name: str, factory: Callable[..., Any], help: str = "", pattern: str | None = None,
+                   replace: bool = False) -> None:
+    """Register a latent space under `name` (validated; see SpaceRegistry.register_space)."""
+    SPACES.register_space(name, factory, help, pattern, replace)

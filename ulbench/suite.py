@@ -15,8 +15,6 @@ from ulbench.results import ResultRow, append_rows, atomic_write_text, read_rows
 from ulbench.run_files import DONE, run_dir_of, save_grid
 
 __all__ = ["DONE", "plan", "run_dir_of", "run_one", "run_suite", "save_grid"]
-GENERATIVE = ("ul", "sd-vae-tiny", "pixel")
-BOUNDED = ("sd-vae-tiny", "sd-vae", "pixel")  # deterministic latents: measure them with a fitted UL prior (§3)
 
 
 def plan(suite: SuiteConfig, out: str | Path) -> list[dict[str, Any]]:
@@ -40,43 +38,61 @@ def _ul_config(suite: SuiteConfig, run: RunConfig):
     return ULConfig.preset(suite.scale, **over)
 
 
+def _train_ul(out: Path, suite: SuiteConfig, run: RunConfig, log: Callable[[str], None], execution: Any):
+    """Stage 1 of a UL run: train (or reuse / resume) and load it; (space, spec, samples seen)."""
+    from ul_models.space import load_ul_space
+    from ul_models.train import CHECKPOINT, train_stage1
+
+    cfg = _ul_config(suite, run)
+    d = out / "stage1" / f"ul-{cfg.config_hash()}"
+    if not (d / "done.json").exists():
+        log(f"[{run.name}] stage 1: UL {cfg.steps} steps -> {d}")
+        summary = train_stage1(cfg, d, resume=(d / CHECKPOINT).exists(), progress=True, execution=execution)
+        atomic_write_text(d / "done.json", json.dumps(summary, default=str))
+    return load_ul_space(str(d), steps=suite.eval.decode_steps), f"ul:{d}", cfg.steps * cfg.batch_size
+
+
+def _train_vae_tiny(out: Path, suite: SuiteConfig, run: RunConfig, log: Callable[[str], None], execution: Any):
+    """Stage 1 of an sd-vae-tiny run (LDM KL-VAE, resumable); (space, spec, samples seen)."""
+    from baselines.sd_vae import TINY_JSON, load_sd_vae_tiny
+    from baselines.sd_vae_train import train_sd_vae_tiny
+    from ulbench.results import config_hash
+
+    kw = {"steps": 600, "batch_size": 32, "dataset": suite.data, "resolution": suite.resolution,
+          **_vae_overrides(run)}
+    d = out / "stage1" / f"sd-vae-tiny-{config_hash(kw)}"
+    if not (d / TINY_JSON).exists():
+        log(f"[{run.name}] stage 1: sd-vae-tiny {kw['steps']} steps -> {d}")
+        train_sd_vae_tiny(str(d), progress=True, execution=execution, **kw)  # resumes an interrupted run
+    return load_sd_vae_tiny(str(d)), f"sd-vae-tiny:{d}", kw["steps"] * kw["batch_size"]
+
+
+STAGE1_TRAINERS = {"ul": _train_ul, "sd-vae-tiny": _train_vae_tiny}  # systems whose stage 1 a suite trains
+
+
 def _stage1(out: Path, suite: SuiteConfig, run: RunConfig, log: Callable[[str], None],
-            execution: Any = None) -> tuple[Any, dict]:
-    """Train (or reuse / resume) the run's stage 1 and return its LatentSpace and cost facts."""
-    from ulbench.costs import macs_per_sample, ul_components
+            execution: Any = None) -> tuple[Any, str, dict]:
+    """The run's latent space (trained here, or given by `space:`), its registry spec and its cost facts."""
+    from ulbench.costs import macs_per_sample, space_components
     from ulbench.registry import SPACES
 
-    ev = suite.eval
-    if run.system == "ul":
-        from ul_models.space import load_ul_space
-        from ul_models.train import CHECKPOINT, train_stage1
+    if run.system in STAGE1_TRAINERS:
+        space, spec, samples = STAGE1_TRAINERS[run.system](out, suite, run, log, execution)
+        d = spec.split(":", 1)[1]
+    else:  # a given space (pretrained or parameter-free): its training cost is not ours to count
+        spec, samples, d = run.space or run.system, 0, None
+        space = SPACES.build(spec, **({"resolution": suite.resolution} if _takes_resolution(spec) else {}))
+    facts = {"stage1_macs": macs_per_sample(space_components(space, suite.resolution)), "stage1_samples": samples,
+             "stage1_dir": d, "stage1_cost": "trained in this suite" if samples else "given space: not counted"}
+    return space, spec, facts
 
-        cfg = _ul_config(suite, run)
-        d = out / "stage1" / f"ul-{cfg.config_hash()}"
-        if not (d / "done.json").exists():
-            log(f"[{run.name}] stage 1: UL {cfg.steps} steps -> {d}")
-            summary = train_stage1(cfg, d, resume=(d / CHECKPOINT).exists(), progress=True, execution=execution)
-            atomic_write_text(d / "done.json", json.dumps(summary, default=str))
-        space = load_ul_space(str(d), steps=ev.decode_steps)
-        return space, {"stage1_macs": macs_per_sample(ul_components(space)),
-                       "stage1_samples": cfg.steps * cfg.batch_size, "stage1_dir": str(d)}
-    if run.system == "sd-vae-tiny":
-        from baselines.sd_vae import TINY_JSON, load_sd_vae_tiny
-        from baselines.sd_vae_train import train_sd_vae_tiny
-        from ulbench.results import config_hash
 
-        kw = {"steps": 600, "batch_size": 32, "dataset": suite.data, "resolution": suite.resolution,
-              **_vae_overrides(run)}
-        d = out / "stage1" / f"sd-vae-tiny-{config_hash(kw)}"
-        if not (d / TINY_JSON).exists():
-            log(f"[{run.name}] stage 1: sd-vae-tiny {kw['steps']} steps -> {d}")
-            train_sd_vae_tiny(str(d), progress=True, execution=execution, **kw)  # resumes an interrupted run
-        space = load_sd_vae_tiny(str(d))
-        comps = {name.split("/")[-1]: (m, inp) for name, m, inp in space.flop_components(suite.resolution)}
-        return space, {"stage1_macs": macs_per_sample(comps), "stage1_samples": kw["steps"] * kw["batch_size"],
-                       "stage1_dir": str(d)}
-    spec = run.space or run.system
-    return SPACES.build(spec), {"stage1_macs": {}, "stage1_samples": 0}
+def _takes_resolution(spec: str) -> bool:
+    """Whether the space factory of `spec` accepts a `resolution` keyword (to fix its latent shape)."""
+    from ulbench.registry import SPACES
+    from ulbench.spaces import accepts
+
+    return not accepts(SPACES.factory(spec), ("resolution",))
 
 
 def _vae_overrides(run: RunConfig) -> dict[str, Any]:
@@ -99,15 +115,16 @@ def _vae_overrides(run: RunConfig) -> dict[str, Any]:
 
 def _stage2(out: Path, suite: SuiteConfig, run: RunConfig, space: Any, spec: str,
             log: Callable[[str], None], execution: Any = None) -> tuple[Any, dict]:
-    """Train (or reuse) the base model on the space's latents; single-stage uses the stage-1 prior."""
-    from ul_models.base import BaseConfig, BaseGenerator, PriorGenerator, train_base
-    from ulbench.costs import base_components, macs_per_sample, ul_components
+    """Train (or reuse) the base model on the space's latents; single-stage uses the space's own prior."""
+    from ul_models.base import BASE_CONFIG, BaseConfig, BaseGenerator, PriorGenerator, train_base
+    from ulbench.costs import base_components, macs_per_sample, space_components
 
     ev = suite.eval
     if run.single_stage:
         gen = PriorGenerator(space, steps=ev.sample_steps, decode_steps=ev.decode_steps)
-        prior_macs = macs_per_sample({"prior": ul_components(space)["prior"]})["prior"]
-        return gen, {"base_macs": {}, "base_samples": 0, "sample_macs_base": prior_macs}
+        prior_macs = macs_per_sample({k: v for k, v in space_components(space, suite.resolution).items()
+                                      if k == "prior"}).get("prior", 0)
+        return gen, {"base_macs": {}, "base_samples": 0, "sample_macs_base": prior_macs, "encode_images": 0}
     from ulbench.flops_report import BASE_CHANNELS
 
     base_kw = {"channels": BASE_CHANNELS[suite.scale], **run.base}
@@ -121,14 +138,20 @@ def _stage2(out: Path, suite: SuiteConfig, run: RunConfig, space: Any, spec: str
         atomic_write_text(d / "done.json", json.dumps(summary, default=str))
     gen = BaseGenerator(d, space=space, steps=ev.sample_steps, decode_steps=ev.decode_steps)
     macs = macs_per_sample(base_components(gen))
+    encoded = json.loads((d / BASE_CONFIG).read_text()).get("encoded_images", 0)
     return gen, {"base_macs": macs, "base_samples": cfg.steps * cfg.batch_size, "base_dir": str(d),
-                 "sample_macs_base": macs.get("base", 0)}
+                 "sample_macs_base": macs.get("base", 0), "encode_images": encoded}
 
 
 def _bounded(out: Path, suite: SuiteConfig, run: RunConfig, space: Any, spec: str, log: Callable[[str], None],
              execution: Any = None):
-    """The space with a "ul_bound" bits variant: a UL prior fitted to its normalised train latents (UL-SPEC §3)."""
-    if run.system not in BOUNDED or "bpp" not in suite.eval.metrics or not run.bound.get("steps"):
+    """The space with a "ul_bound" bits variant: a UL prior fitted to its normalised train latents (UL-SPEC §3);
+    spaces whose own rate is a UL bound, or without continuous latents, are returned as they are."""
+    from ulbench.spaces import space_info
+
+    info = space_info(space)
+    if info.rate == "ul_bound" or info.latent_channels is None or "bpp" not in suite.eval.metrics \
+            or not run.bound.get("steps"):
         return space
     from ul_models.latent_bound import BoundConfig, bound_for_space
     from ulbench.data import load_dataset
@@ -149,6 +172,7 @@ def run_one(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, log: C
     from ulbench.data import load_dataset
     from ulbench.data.base import Subset
     from ulbench.evaluation import eval_generator, eval_space, place
+    from ulbench.spaces import diffusion_target, space_info
 
     ev = suite.eval
     if run.system.endswith("-video"):
@@ -156,9 +180,7 @@ def run_one(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, log: C
 
         return run_video_run(out, suite, run, detector, log, execution)
     t0 = time.perf_counter()
-    space, s1 = _stage1(out, suite, run, log, execution)
-    spec = {"ul": f"ul:{s1.get('stage1_dir')}", "sd-vae-tiny": f"sd-vae-tiny:{s1.get('stage1_dir')}"}.get(
-        run.system, run.space or run.system)
+    space, spec, s1 = _stage1(out, suite, run, log, execution)
     t1 = time.perf_counter()
     recon = [m for m in ev.metrics if m != "gfid"]
     data = load_dataset(suite.data, split=ev.split, resolution=suite.resolution)
@@ -177,10 +199,10 @@ def run_one(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, log: C
     with torch.inference_mode():
         x8_hat = space.reconstruct(x8, per_index_seeds(idx, ev.seed)).x_hat
     grids = {"reconstructions (top: input, bottom: output)": save_grid(torch.cat([x8, x8_hat]), d / "recon.png")}
-    gen_facts: dict[str, Any] = {"base_macs": {}, "base_samples": 0, "sample_macs_base": 0}
+    gen_facts: dict[str, Any] = {"base_macs": {}, "base_samples": 0, "sample_macs_base": 0, "encode_images": 0}
     t2 = time.perf_counter()
     if "gfid" in ev.metrics:
-        if run.system in GENERATIVE:
+        if run.single_stage or diffusion_target(space) is not None:
             gen, gen_facts = _stage2(out, suite, run, space, spec, log, execution)
             log(f"[{run.name}] generating {ev.num_gen} samples for gFID")
             train = load_dataset(suite.data, split="train", resolution=suite.resolution)
@@ -193,12 +215,14 @@ def run_one(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, log: C
             grids["generations"] = save_grid(samples, d / "samples.png")
         else:
             rows.append(ResultRow(run_id=rows[0].run_id, system=rows[0].system, metric="gfid", value=None,
-                                  status="skipped", reason=f"{run.system} has no generative model",
+                                  status="skipped", reason=f"{spec} has no continuous latents for a base model",
                                   label="gFID", provenance=dict(rows[0].provenance)))
     t3 = time.perf_counter()
-    dec = s1["stage1_macs"].get("decoder", 0) * (ev.decode_steps if run.system == "ul" else 1)
+    dec = s1["stage1_macs"].get("decoder", 0) * max(1, space_info(space).decoder_evals)
     costs = cost_summary(s1["stage1_macs"], s1["stage1_samples"], gen_facts["base_macs"], gen_facts["base_samples"],
-                         encode_images=0, sample_macs=gen_facts["sample_macs_base"] * ev.sample_steps + dec)
+                         encode_images=gen_facts["encode_images"],
+                         sample_macs=gen_facts["sample_macs_base"] * ev.sample_steps + dec)
+    costs["stage1_cost"] = s1["stage1_cost"]
     timing = {"stage1_and_load_s": round(t1 - t0, 1), "recon_eval_s": round(t2 - t1, 1),
               "stage2_and_gen_s": round(t3 - t2, 1)}
     base_prov = dict(rows[0].provenance)

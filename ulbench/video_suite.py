@@ -22,6 +22,7 @@ import torch
 
 from ulbench.config import RunConfig, SuiteConfig
 from ulbench.results import ResultRow, atomic_write_text, config_hash
+from ulbench.spaces import space_info
 
 VIDEO_METRICS = ("bpp", "psnr", "rfvd", "fvd")
 EVAL_KNOBS = {"bits_draws": 16, "grid_clips": 4}  # video-only evaluation knobs, read from the run's `base:` dict
@@ -67,7 +68,7 @@ def _stage1(out: Path, suite: SuiteConfig, run: RunConfig, frames_dir: Path, bit
     from ul_models.config import ULConfig
     from ul_models.space import load_ul_space
     from ul_models.train import CHECKPOINT, train_stage1
-    from ulbench.costs import macs_per_sample, ul_components
+    from ulbench.costs import macs_per_sample, space_components
 
     over = {"data": f"folder:{frames_dir}", "resolution": suite.resolution, **run.stage1}
     cfg = ULConfig.preset(suite.scale, **over)
@@ -77,7 +78,7 @@ def _stage1(out: Path, suite: SuiteConfig, run: RunConfig, frames_dir: Path, bit
         summary = train_stage1(cfg, d, resume=(d / CHECKPOINT).exists(), progress=True, execution=execution)
         atomic_write_text(d / "done.json", json.dumps(summary, default=str))
     space = load_ul_space(str(d), steps=suite.eval.decode_steps, bits_draws=bits_draws)
-    return space, {"stage1_macs": macs_per_sample(ul_components(space)),
+    return space, {"stage1_macs": macs_per_sample(space_components(space)),
                    "stage1_samples": cfg.steps * cfg.batch_size, "stage1_dir": str(d)}
 
 
@@ -88,7 +89,7 @@ def _stage2(out: Path, run: RunConfig, vcfg: Any, codec: Any, train: Any, log: C
     from ulbench.costs import _Call, macs_per_sample
 
     key = config_hash({"base": asdict(vcfg), "codec": codec.name, "data": train.info(),
-                       "space": None if codec.pixels else codec.space.cfg.config_hash()})
+                       "space": codec.space_hash})
     d = out / "base" / f"{run.system}-{key}"
     if not (d / "done.json").exists():
         log(f"[{run.name}] stage 2: video base model on {codec.name} {vcfg.steps} steps -> {d}")
@@ -239,7 +240,7 @@ def run_video_run(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, 
     d = run_dir_of(out, suite, run)
     grids = _strips(kept, d, int(knobs["grid_clips"]), vcfg.context_frames, space is not None)
 
-    system_info = {"stage1": space.info() if space is not None else {"space": "pixel", "params": 0},
+    system_info = {"stage1": space_info(codec.space).to_dict(),
                    "predictor": pred.info() if pred is not None else None}
     info = eval_set.info()
     prov = run_provenance(info, {
