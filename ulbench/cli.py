@@ -275,15 +275,17 @@ def eval_cmd(space, data, split, resolution, skip_bad, limit, metrics, detector,
 @click.option("--scale", default=None, help="With system names: tiny | small | paper.")
 @click.option("--data", default=None, help="With system names: embedded | folder:DIR.")
 @click.option("--set", "sets", multiple=True, help="With system names: suite overrides (see `run --help`).")
+@click.option("--dry-run", is_flag=True, help="With system names: print what would run (stage 2, gFID) and exit.")
 @execution_options(with_compile=True)
-def compare_cmd(results, metrics, out, scale, data, sets, execution):
-    """Compare systems: result files side by side, or system names (ul, sd-vae, pixel, jpeg-qN) trained and
-    evaluated under one protocol by the `compare` suite (finished runs are reused). Numbers with different
-    provenance are refused.
+def compare_cmd(results, metrics, out, scale, data, sets, dry_run, execution):
+    """Compare systems: result files side by side, or systems (ul, sd-vae, pixel, or any space spec: jpeg-qN,
+    sd-vae-ft-mse:DIR, diffusers:DIR, pkg.module:factory) trained and evaluated under one protocol by the `compare`
+    suite (finished runs are reused). Numbers with different provenance are refused.
 
     \b
     Examples:
       ulbench compare ul sd-vae pixel
+      ulbench compare ul sd-vae-ft-mse:weights/sd-vae-ft-mse pixel --dry-run
       ulbench compare results/jpeg.jsonl results/ul.jsonl
     """
     from ulbench.compare import compare_table
@@ -297,6 +299,12 @@ def compare_cmd(results, metrics, out, scale, data, sets, execution):
     from ulbench.suite import run_suite
 
     suite = runs_for_systems(list(results), list(sets), scale, data)
+    if dry_run:
+        from ulbench.suite import plan
+
+        click.echo(json.dumps({"suite": suite.name, "out": out, "runs": plan(suite, Path(out))}, indent=1,
+                              default=str))
+        return
     run_suite(suite, out, log=lambda m: click.echo(m, err=True), execution=execution)
     click.echo(compare_table([str(Path(out) / "results.jsonl")], wanted))
     md, _ = build_report([str(Path(out) / "results.jsonl")], str(Path(out) / "report"))

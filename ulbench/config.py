@@ -14,7 +14,7 @@ from ulbench.results import config_hash
 
 SUITES_DIR = Path(__file__).parent / "suites"
 SCALE_RESOLUTION = {"tiny": 32, "small": 128, "paper": 512}  # image side of each preset (ul_models PRESETS)
-SYSTEM_KINDS = ("ul", "sd-vae-tiny", "pixel", "jpeg", "sd-vae", "ul-video", "pixel-video")
+SYSTEM_KINDS = ("ul", "sd-vae-tiny", "pixel", "space", "jpeg", "sd-vae", "ul-video", "pixel-video")  # space: any spec
 
 
 @dataclass(frozen=True)
@@ -39,12 +39,12 @@ class RunConfig:
     """One system of a suite: what to train (stage 1 and 2 overrides) and how it is labelled."""
 
     name: str
-    system: str  # ul | sd-vae-tiny | pixel | jpeg | sd-vae
+    system: str  # trained here: ul | sd-vae-tiny (| ul-video); given by `space:`: space (jpeg, sd-vae: aliases) | pixel
     label: str = ""
     stage1: dict[str, Any] = field(default_factory=dict)  # ULConfig / tiny-VAE overrides
     base: dict[str, Any] = field(default_factory=dict)  # stage-2 base-model overrides
     bound: dict[str, Any] = field(default_factory=dict)  # UL-style bits bound of deterministic spaces (BoundConfig)
-    space: str | None = None  # for jpeg / sd-vae: the registry spec, e.g. jpeg-q10, sd-vae-ft-mse:DIR
+    space: str | None = None  # a given space's spec: jpeg-q10, diffusers:DIR, sd-vae-ft-mse:DIR, pkg.mod:factory
     single_stage: bool = False  # UL-SPEC §7: encoder, prior, decoder and base trained end to end
     paper: dict[str, float] = field(default_factory=dict)  # the paper's numbers for this row (Table 6)
 
@@ -241,7 +241,7 @@ def validate_stages(run: RunConfig, scale: str, where: str) -> None:
     if run.system.endswith("-video"):
         _check_keys(where, "base", run.base, {f.name for f in dataclasses.fields(VideoBaseConfig)}
                     | {"bits_draws", "grid_clips"})
-    elif run.system in ("ul", "sd-vae-tiny", "pixel"):
+    else:
         _check_keys(where, "base", run.base, {f.name for f in dataclasses.fields(BaseConfig)} - {"space"})
         _check_types(where, "base", run.base, BaseConfig)
     _check_keys(where, "bound", run.bound, {f.name for f in dataclasses.fields(BoundConfig)})
@@ -267,19 +267,27 @@ SYSTEM_ALIASES = {"ul": "ul", "sd-vae": "sd-vae-tiny", "sd-vae-tiny": "sd-vae-ti
 
 def runs_for_systems(names: list[str], sets: list[str] | None = None, scale: str | None = None,
                      data: str | None = None) -> SuiteConfig:
-    """The `compare` suite restricted to the named systems (ul, sd-vae, pixel, jpeg-qN), same protocol for all."""
+    """The `compare` suite restricted to the named systems, same protocol for all: ul, sd-vae (the in-suite
+    sd-vae-tiny), pixel, or any space spec (jpeg-qN, sd-vae-ft-mse:DIR, diffusers:DIR, pkg.module:factory)."""
     import dataclasses
     import re
+
+    from ulbench.registry import SPACES
 
     suite = load_suite("compare", sets, scale, data)
     by_name = {r.name: r for r in suite.runs}
     runs = []
     for name in names:
-        if re.fullmatch(r"jpeg-q\d+", name):
-            runs.append(RunConfig(name=name, system="jpeg", space=name, label=f"JPEG q{name[6:]}"))
-        elif name in SYSTEM_ALIASES:
+        if name in SYSTEM_ALIASES:
             runs.append(by_name[SYSTEM_ALIASES[name]])
-        else:
-            raise ValueError(f"unknown system {name!r} for compare; use ul, sd-vae, pixel or jpeg-qN "
-                             "(or pass result files)")
+            continue
+        try:
+            SPACES.resolve(name)
+        except ValueError as err:
+            raise ValueError(f"unknown system {name!r} for compare: not ul, sd-vae, pixel or a space spec "
+                             f"(or result files that exist). {err}") from None
+        run_name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")[-60:]
+        bound = by_name[SYSTEM_ALIASES["pixel"]].bound  # deterministic spaces get the same UL bound as pixels
+        runs.append(RunConfig(name=run_name, system="space", space=name, label=name, bound=bound,
+                              base=by_name[SYSTEM_ALIASES["sd-vae"]].base))
     return dataclasses.replace(suite, runs=tuple(runs))

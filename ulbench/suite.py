@@ -18,15 +18,40 @@ __all__ = ["DONE", "plan", "run_dir_of", "run_one", "run_suite", "save_grid"]
 
 
 def plan(suite: SuiteConfig, out: str | Path) -> list[dict[str, Any]]:
-    """What `run_suite` would do for each run: reuse, resume or train (for --dry-run)."""
+    """What `run_suite` would do for each run: reuse, resume or train, and what stage 2 it gets (for --dry-run).
+    A given space is loaded to learn whether it has continuous latents (the rule `run_one` applies)."""
     out = Path(out)
     rows = []
     for run in suite.runs:
         d = run_dir_of(out, suite, run)
         state = "reuse" if (d / DONE).exists() else ("resume" if d.exists() else "run")
-        rows.append({"run": run.name, "system": run.system, "hash": run.config_hash(suite), "action": state,
-                     "stage1": run.stage1, "base": run.base, "dir": str(d)})
+        rows.append({"run": run.name, "system": run.system, "space": run.space, "hash": run.config_hash(suite),
+                     "action": state, "stage2": _planned_stage2(suite, run), "stage1": run.stage1, "base": run.base,
+                     "dir": str(d)})
     return rows
+
+
+def _planned_stage2(suite: SuiteConfig, run: RunConfig) -> str:
+    """"base model + gFID", "own prior + gFID", or why there is none."""
+    if "gfid" not in suite.eval.metrics:
+        return "none (gfid not in eval.metrics)"
+    if run.system.endswith("-video"):
+        return "video predictor + FVD" if "fvd" in suite.eval.metrics else "none"
+    if run.single_stage:
+        return "own prior + gFID"
+    if run.system in STAGE1_TRAINERS:
+        return "base model + gFID"
+    from ulbench.registry import SPACES
+    from ulbench.spaces import diffusion_target
+
+    spec = run.space or run.system
+    try:
+        space = SPACES.build(spec, **({"resolution": suite.resolution} if _takes_resolution(spec) else {}))
+    except (OSError, ValueError, TypeError) as err:
+        return f"unknown: {spec} does not load ({err})"
+    if diffusion_target(space) is None:
+        return f"none: {spec} has no continuous latents (gFID skipped)"
+    return "base model + gFID"
 
 
 def _ul_config(suite: SuiteConfig, run: RunConfig):
