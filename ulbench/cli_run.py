@@ -20,9 +20,11 @@ from ulbench.cli import execution_options, main
 @click.option("--out", default=None, help="Output directory (default: results/SUITE)")
 @click.option("--overwrite", is_flag=True, help="Redo finished runs instead of reusing them.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved suite and what would run.")
+@click.option("--seeds", type=click.IntRange(min=1), default=None,
+              help="Train every run with N seeds (default: the suite's `seeds:`, else 1); tables give mean ± SE.")
 @click.option("--report/--no-report", default=True, show_default=True, help="Render OUT/report.md and .html.")
 @execution_options(with_compile=True)
-def run_cmd(suite_name, scale, data, sets, out, overwrite, dry_run, report, execution):
+def run_cmd(suite_name, scale, data, sets, out, overwrite, dry_run, seeds, report, execution):
     """Run a suite: train each system (stage 1, stage 2), evaluate, count FLOPs, write rows and a report.
 
     \b
@@ -36,7 +38,7 @@ def run_cmd(suite_name, scale, data, sets, out, overwrite, dry_run, report, exec
     from ulbench.config import load_suite
     from ulbench.suite import plan, run_suite
 
-    suite = load_suite(suite_name, list(sets), scale, data)
+    suite = load_suite(suite_name, list(sets) + ([f"seeds={seeds}"] if seeds else []), scale, data)
     out_dir = Path(out or f"results/{suite.name}")
     if dry_run:
         click.echo(json.dumps({"suite": suite.name, "config_hash": suite.config_hash(), "out": str(out_dir),

@@ -130,6 +130,28 @@ def apply_sets(raw: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
     return out
 
 
+SEED_MARK = "@seed"  # run name of training seed k > 0: NAME@seedK; seed 0 keeps NAME (and its hash) for reuse
+
+
+def seed_group(run_name: str) -> tuple[str, int]:
+    """(the run's name without its seed mark, its training seed index)."""
+    name, _, k = run_name.partition(SEED_MARK)
+    return name, int(k) if k else 0
+
+
+def _expand_seeds(run: dict[str, Any], seeds: int) -> list[dict[str, Any]]:
+    """`seeds: N` trains each run N times: seed k > 0 sets stage1/base/bound `seed: k` (eval images and their
+    seeds stay the same, so rows pair up); seed 0 is the run exactly as written."""
+    out = [run]
+    for k in range(1, seeds):
+        r = copy.deepcopy(run)
+        for stage in ("stage1", "base", "bound"):
+            r[stage] = {**(r.get(stage) or {}), "seed": k}
+        r["name"] = f"{run['name']}{SEED_MARK}{k}"
+        out.append(r)
+    return out
+
+
 def _expand_sweep(run: dict[str, Any]) -> list[dict[str, Any]]:
     """A run with `sweep: {stage1.c_lf: [3, 10], ...}` becomes the grid of runs (name gets key=value parts)."""
     sweep = run.pop("sweep", None)
@@ -153,7 +175,7 @@ def _expand_sweep(run: dict[str, Any]) -> list[dict[str, Any]]:
 def resolve(raw: dict[str, Any], name: str = "suite") -> SuiteConfig:
     """Turn a raw mapping into a SuiteConfig, with clear errors for unknown keys and systems."""
     raw = copy.deepcopy(raw)
-    known = {"name", "scale", "data", "resolution", "description", "eval", "runs", "defaults"}
+    known = {"name", "scale", "data", "resolution", "description", "eval", "runs", "defaults", "seeds"}
     unknown = set(raw) - known
     if unknown:
         raise ValueError(f"suite {name}: unknown keys {sorted(unknown)}; expected {sorted(known)}")
@@ -165,9 +187,12 @@ def resolve(raw: dict[str, Any], name: str = "suite") -> SuiteConfig:
                          f"expected {sorted(EvalConfig.__dataclass_fields__)}")
     if "metrics" in ev:
         ev["metrics"] = tuple(ev["metrics"])
+    seeds = raw.pop("seeds", 1)
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise ValueError(f"suite {name}: seeds must be a positive integer, got {seeds!r}")
     runs = []
     for r in raw.pop("runs", []) or []:
-        for expanded in _expand_sweep(deep_merge(defaults, r)):
+        for expanded in (s for one in _expand_sweep(deep_merge(defaults, r)) for s in _expand_seeds(one, seeds)):
             bad = set(expanded) - set(RunConfig.__dataclass_fields__)
             if bad:
                 raise ValueError(f"suite {name}, run {expanded.get('name')}: unknown keys {sorted(bad)}")
@@ -288,6 +313,7 @@ def runs_for_systems(names: list[str], sets: list[str] | None = None, scale: str
                              f"(or result files that exist). {err}") from None
         run_name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")[-60:]
         bound = by_name[SYSTEM_ALIASES["pixel"]].bound  # deterministic spaces get the same UL bound as pixels
-        runs.append(RunConfig(name=run_name, system="space", space=name, label=name, bound=bound,
-                              base=by_name[SYSTEM_ALIASES["sd-vae"]].base))
+        jpeg = re.fullmatch(r"jpeg-q(\d+)", name)  # kind "jpeg": the reports draw JPEG as the reference line
+        runs.append(RunConfig(name=run_name, system="jpeg" if jpeg else "space", space=name, bound=bound,
+                              label=f"JPEG q{jpeg[1]}" if jpeg else name, base=by_name[SYSTEM_ALIASES["sd-vae"]].base))
     return dataclasses.replace(suite, runs=tuple(runs))

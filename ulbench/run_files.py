@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from ulbench.config import RunConfig, SuiteConfig
+from ulbench.config import RunConfig, SuiteConfig, seed_group
 
 DONE = "done.json"  # written last in a run directory: the run is finished and reusable
 
@@ -29,3 +30,9 @@ def save_grid(images, path: Path, nrow: int = 8) -> str:
     tmp.write_bytes(buf.getvalue())
     tmp.replace(path)
     return str(path)
+
+
+def seed_extra(run: RunConfig) -> dict[str, Any]:
+    """Which run a training seed belongs to (config.SEED_MARK), so reports average seeds into one row."""
+    group, k = seed_group(run.name)
+    return {"seed_group": group, "train_seed": k}

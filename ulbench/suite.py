@@ -12,7 +12,7 @@ import numpy as np
 
 from ulbench.config import RunConfig, SuiteConfig
 from ulbench.results import ResultRow, append_rows, atomic_write_text, read_rows
-from ulbench.run_files import DONE, run_dir_of, save_grid
+from ulbench.run_files import DONE, run_dir_of, save_grid, seed_extra
 
 __all__ = ["DONE", "plan", "run_dir_of", "run_one", "run_suite", "save_grid"]
 
@@ -259,7 +259,7 @@ def run_one(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, log: C
     for r in rows:
         r.system = run.name
         r.extra = {**r.extra, "run_label": run.label or run.name, "system_kind": run.system, "paper": run.paper,
-                   "timing": timing, "grids": grids}
+                   "timing": timing, "grids": grids, **seed_extra(run)}
         r.provenance = {**r.provenance, "suite": suite.name, "run": run.name, "scale": suite.scale,
                         "run_config": asdict(run), "run_config_hash": run.config_hash(suite)}
     return rows

@@ -197,7 +197,7 @@ def run_video_run(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, 
     from ulbench.costs import cost_summary
     from ulbench.data import load_dataset
     from ulbench.evaluation import execution_provenance, rows_from_values, run_provenance
-    from ulbench.run_files import run_dir_of
+    from ulbench.run_files import run_dir_of, seed_extra
 
     out = Path(out)
     _check(suite, run, detector)
@@ -270,7 +270,7 @@ def run_video_run(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, 
     timing = {"stage1_and_load_s": round(t1 - t0, 1), "stage2_s": round(t2 - t1, 1), "eval_s": round(t3 - t2, 1)}
     for r in rows:
         r.extra = {**r.extra, "run_label": run.label or run.name, "system_kind": run.system, "paper": run.paper,
-                   "timing": timing, "grids": grids}
+                   "timing": timing, "grids": grids, **seed_extra(run)}
         r.provenance = {**r.provenance, "suite": suite.name, "run": run.name, "scale": suite.scale,
                         "run_config": asdict(run), "run_config_hash": run.config_hash(suite)}
     log(f"[{run.name}] done in {t3 - t0:.0f} s ({json.dumps(timing)})")

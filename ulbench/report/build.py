@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from ulbench.report import plots, tables
+from ulbench.report.significance import ORDERING_RULE
 from ulbench.results import atomic_write_text, read_rows
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}
@@ -59,15 +60,19 @@ def build_report(paths: list[str], out: str, title: str | None = None) -> tuple[
         md += [f"> **{note}**", ""]
         html_parts.append(f"<p class='warn'><b>{html.escape(note)}</b></p>")
     md += ["## Results", "", f"Columns: {ours}" + (f"; {tables.PAPER_PROVENANCE}" if with_paper else ""), "",
-           main.to_markdown(index=False), "", "↑ higher is better, ↓ lower is better; ± standard error over images. "
+           main.to_markdown(index=False), "", "↑ higher is better, ↓ lower is better; ± standard error over images "
+           "(with several training seeds: the mean over seeds, and [seeds ± standard error over seeds, N]). "
            "FLOPs follow fvcore (1 multiply-add = 1 FLOP).", ""]
     html_parts += ["<h2>Results</h2>", f"<p>Columns: {html.escape(ours)}"
                    + (f"; {html.escape(tables.PAPER_PROVENANCE)}" if with_paper else "") + "</p>", _df_html(main),
-                   "<p>↑ higher is better, ↓ lower is better; ± standard error over images. FLOPs follow fvcore "
+                   "<p>↑ higher is better, ↓ lower is better; ± standard error over images (with several training "
+                   "seeds: the mean over seeds, and [seeds ± standard error over seeds, N]). FLOPs follow fvcore "
                    "(1 multiply-add = 1 FLOP).</p>"]
     if order is not None:
-        md += ["## Orderings against the baseline (paper vs ours)", "", order.to_markdown(index=False), ""]
-        html_parts += ["<h2>Orderings against the baseline (paper vs ours)</h2>", _df_html(order)]
+        md += ["## Orderings against the baseline (paper vs ours)", "", order.to_markdown(index=False), "",
+               ORDERING_RULE, ""]
+        html_parts += ["<h2>Orderings against the baseline (paper vs ours)</h2>", _df_html(order),
+                       f"<p>{html.escape(ORDERING_RULE)}</p>"]
     for key, png in figures.items():
         if png is None:
             continue

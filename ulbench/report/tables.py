@@ -8,6 +8,8 @@ from typing import Any
 import pandas as pd
 
 from ulbench.compare import format_value
+from ulbench.config import seed_group
+from ulbench.report.significance import Estimate, direction, paper_direction, verdict
 
 MAIN_METRICS = ("bpp", "bpp_ul_bound", "bpp_entropy", "psnr", "ssim", "lpips", "rfid", "gfid", "rfvd", "fvd",
                 "fvd_copy_last", "train_flops")
@@ -37,18 +39,36 @@ def ours_provenance(rows: list[dict[str, Any]]) -> str:
 
 
 def wide(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Run × metric table of (value, stderr) as numbers, in suite order."""
-    order = list(dict.fromkeys(r["system"] for r in rows))
-    recs = {}
+    """Run × metric table in suite order; training seeds of one run (NAME@seedK) are one row: the mean over seeds
+    (`m`), its per-image standard error (`m_se`), the seeds' standard error (`m_seed_se`) and the Estimate (`m_est`)."""
+    groups: dict[str, dict[str, Any]] = {}
     for r in rows:
         extra = r.get("extra", {})
-        rec = recs.setdefault(r["system"], {"run": r["system"], "label": extra.get("run_label", r["system"]),
-                                            "kind": extra.get("system_kind", ""), "paper": extra.get("paper", {})})
+        group = extra.get("seed_group") or seed_group(r["system"])[0]
+        rec = groups.setdefault(group, {"run": group, "label": extra.get("run_label", group),
+                                        "kind": extra.get("system_kind", ""), "paper": extra.get("paper", {}),
+                                        "values": {}, "seeds": set()})
+        rec["seeds"].add(r["system"])
         v = r["value"]
-        rec[r["metric"]] = float(v) if v is not None and r.get("status", "ok") == "ok" else None
-        rec[r["metric"] + "_se"] = r.get("stderr")
-    df = pd.DataFrame([recs[s] for s in order])
-    return df.set_index("run")
+        if v is not None and r.get("status", "ok") == "ok":
+            rec["values"].setdefault(r["metric"], []).append((float(v), r.get("stderr")))
+    recs = []
+    for rec in groups.values():
+        out = {k: rec[k] for k in ("run", "label", "kind", "paper")}
+        out["num_seeds"] = len(rec["seeds"])
+        for m, vs in rec["values"].items():
+            est = Estimate(tuple(v for v, _ in vs), tuple(s for _, s in vs))
+            out[m], out[m + "_se"], out[m + "_seed_se"], out[m + "_est"] = est.mean, est.image_se, est.seed_se, est
+        recs.append(out)
+    return pd.DataFrame(recs).set_index("run")
+
+
+def _cell(v: Any, se: Any, seed_se: Any, seeds: int) -> str:
+    if v is None or pd.isna(v):
+        return "–"
+    cell = format_value(v, se if se is not None and not pd.isna(se) else None)
+    return cell + (f" [seeds ± {seed_se:.2g}, N={seeds}]" if seeds > 1 and seed_se is not None
+                   and not pd.isna(seed_se) else "")
 
 
 def _fmt_flops(v: float | None) -> str:
@@ -70,8 +90,9 @@ def main_table(rows: list[dict[str, Any]], with_paper: bool) -> pd.DataFrame:
         if m == "train_flops":
             out[name] = [_fmt_flops(v) for v in df[m]]
         else:
-            out[name] = [format_value(v, s) if v is not None and not pd.isna(v) else "–"
-                         for v, s in zip(df[m], df.get(m + "_se", [None] * len(df)))]
+            out[name] = [_cell(v, se, sse, n) for v, se, sse, n in
+                         zip(df[m], df.get(m + "_se", [None] * len(df)), df.get(m + "_seed_se", [None] * len(df)),
+                             df["num_seeds"])]
     if with_paper:
         for m in ("bpp", "rfid", "gfid"):
             out[f"paper {SHORT[m]}"] = [p.get(m, "–") if isinstance(p, dict) else "–" for p in df["paper"]]
@@ -79,7 +100,8 @@ def main_table(rows: list[dict[str, Any]], with_paper: bool) -> pd.DataFrame:
 
 
 def orderings(rows: list[dict[str, Any]], baseline: str = "baseline") -> pd.DataFrame | None:
-    """For each ablation row: does bpp / rFID move against the baseline in the paper's direction?"""
+    """For each ablation row: does bpp / rFID / gFID move against the baseline in the paper's direction, and is
+    the move resolved (significance.ORDERING_RULE)?"""
     df = wide(rows)
     if baseline not in df.index:
         return None
@@ -88,15 +110,14 @@ def orderings(rows: list[dict[str, Any]], baseline: str = "baseline") -> pd.Data
     for run, rec in df.iterrows():
         if run == baseline or not rec["paper"]:
             continue
-        row = {"row": rec["label"]}
+        row = {"row": rec["label"], "seeds": f"{rec['num_seeds']} vs {base['num_seeds']}"}
         for m in ("bpp", "rfid", "gfid"):
             paper_v, pb = rec["paper"].get(m), base_paper.get(m)
-            ours, ob = rec.get(m), base.get(m)
-            if paper_v is None or pb is None or ours is None or ob is None or pd.isna(ours) or pd.isna(ob):
+            ours, ob = rec.get(m + "_est"), base.get(m + "_est")
+            if paper_v is None or pb is None or not isinstance(ours, Estimate) or not isinstance(ob, Estimate):
                 row[SHORT[m]] = "n/a"
                 continue
-            want, got = ("up" if paper_v > pb else "down"), ("up" if ours > ob else "down")
-            row[SHORT[m]] = f"paper {want}, ours {got}: " + ("reproduced" if want == got else "NOT reproduced")
+            row[SHORT[m]] = verdict(paper_direction(paper_v, pb), *direction(ours, ob))
         out.append(row)
     return pd.DataFrame(out) if out else None
 
