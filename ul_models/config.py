@@ -32,6 +32,7 @@ class ULConfig:
     lambda_min: float = -10.0  # λ_min of the prior schedule (t = 1)
     prior_schedule: str = "cosine"  # cosine | uniform (moves variance only)
     separate_prior: bool = False  # §7: prior trains on stop-gradient latents
+    separate_prior_rate: str = "none"  # §7 reading: none (a: no rate on the encoder) | gaussian_kl (b) [ours]
     learned_variance: bool = False  # §7: encoder outputs per-element λ_e ≤ λ₀
     # --- decoder (§4)
     pixel_logsnr_min: float = -10.0  # λ_min,x
@@ -87,6 +88,12 @@ class ULConfig:
             )
         if not self.pixel_logsnr_min < self.pixel_logsnr_max:
             raise bad("pixel_logsnr_min >= pixel_logsnr_max", "a non-empty range", "Use e.g. -10 and 10.")
+        if self.separate_prior_rate not in ("none", "gaussian_kl"):
+            raise bad(f"separate_prior_rate={self.separate_prior_rate!r}", "'none' or 'gaussian_kl'",
+                      "gaussian_kl charges the encoder KL(N(a0 z, s0^2) || N(0, I)) in closed form.")
+        if self.separate_prior_rate != "none" and not self.separate_prior:
+            raise bad("separate_prior_rate without separate_prior", "separate_prior=True",
+                      "The rate term replaces the prior's gradient into the encoder; set both.")
         if self.c_lf <= 0:
             raise bad(
                 f"c_lf={self.c_lf}", "c_lf > 1 (default 10)", "c_lf scales the decoder loss (UL-SPEC §5)."

@@ -98,6 +98,14 @@ def stage1_objective(prior_nats: torch.Tensor, dec_nats: torch.Tensor, c_lf: flo
     return prior_nats + c_lf * dec_nats
 
 
+def gaussian_kl_nats(z_clean: torch.Tensor, logsnr_e: torch.Tensor | None, lambda0: float) -> torch.Tensor:
+    """KL(N(α z, σ² I) ‖ N(0, I)) per image in nats, α² = sigmoid(λ), σ² = sigmoid(−λ) at λ = λ_e or λ₀: the
+    fixed-Gaussian-prior rate of reading (b) of the separate-prior ablation (UL-SPEC §7) [ours]."""
+    lam = torch.full_like(z_clean, lambda0) if logsnr_e is None else logsnr_e
+    a2, s2 = torch.sigmoid(lam), torch.sigmoid(-lam)
+    return 0.5 * (a2 * z_clean.pow(2) + s2 - 1 - torch.log(s2)).flatten(1).sum(1)
+
+
 def bits_per_pixel(nats: torch.Tensor | np.ndarray | float, height: int, width: int):
     """nats per image → bits per pixel, nats/(ln 2·H·W) with H·W pixels, not subpixels (UL-SPEC §3)."""
     return nats / (math.log(2.0) * height * width)

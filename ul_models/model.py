@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ul_models.config import ULConfig
-from ul_models.losses import decoder_loss, estimate_prior_nats, prior_loss, stage1_objective
+from ul_models.losses import decoder_loss, estimate_prior_nats, gaussian_kl_nats, prior_loss, stage1_objective
 from ul_models.nets import Denoiser, Encoder
 from ul_models.sampler import SAMPLER_STREAM, map_microbatches, sample
 from ul_models.schedule import Schedule, alpha_sigma, resolution_shift
@@ -34,6 +34,7 @@ class UnifiedLatents(nn.Module):
         bias_b: float = 0.0,
         separate_prior: bool = False,
         learned_variance: bool = False,
+        separate_prior_rate: str = "none",
     ):
         super().__init__()
         self.encoder, self.prior, self.decoder = encoder, prior, decoder
@@ -44,6 +45,7 @@ class UnifiedLatents(nn.Module):
         self.c_lf = c_lf  # loss factor on L_dec (§5)
         self.bias_b = bias_b  # sigmoid bias b (§4)
         self.separate_prior = separate_prior  # §7: stop-gradient latents into the prior
+        self.separate_prior_rate = separate_prior_rate  # reading (b): a Gaussian KL rate on the encoder instead
         self.learned_variance = learned_variance  # §7: per-element λ_e ≤ λ₀
 
     @property
@@ -106,6 +108,9 @@ class UnifiedLatents(nn.Module):
             self.bias_b,
         )
         total = stage1_objective(prior_terms["prior"], dec_terms["dec"], self.c_lf)
+        if self.separate_prior_rate == "gaussian_kl":
+            kl = gaussian_kl_nats(z_clean, logsnr_e, self.lambda0)
+            return {**prior_terms, **dec_terms, "kl": kl, "total": total + kl}
         return {**prior_terms, **dec_terms, "total": total}
 
     @torch.no_grad()
@@ -205,4 +210,5 @@ def build_stage1(cfg: ULConfig, num_classes: int = 0) -> UnifiedLatents:
         bias_b=cfg.bias_b,
         separate_prior=cfg.separate_prior,
         learned_variance=cfg.learned_variance,
+        separate_prior_rate=cfg.separate_prior_rate,
     )

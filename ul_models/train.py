@@ -31,6 +31,7 @@ STATE_JSON = "checkpoint.json"  # readable copy of the checkpoint state (written
 COLLAPSE_BPP = 0.005  # below this the latent carries (almost) nothing: warn (UL-SPEC §5)
 RESUMABLE = ("steps", "eval_every", "checkpoint_every", "num_threads", "eval_images", "eval_draws", "decode_steps")
 LOSS_TERMS = ("total", "prior", "prior_diffusion", "prior_kl_end", "dec", "dec_elbo")
+OPTIONAL_TERMS = ("kl",)  # the Gaussian rate of separate_prior_rate="gaussian_kl"
 
 
 def to_unit(x_uint8: torch.Tensor) -> torch.Tensor:
@@ -69,7 +70,7 @@ class Stage1Objective:
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         x = x.contiguous(memory_format=torch.channels_last)
         terms = model.losses(x, noise)
-        out = {k: terms[k] for k in LOSS_TERMS}
+        out = {k: terms[k] for k in LOSS_TERMS + tuple(k for k in OPTIONAL_TERMS if k in terms)}
         out["bits_per_pixel"] = bits_per_pixel(terms["prior"], *x.shape[-2:])
         out["loss"] = terms["total"] / x[0].numel()
         return out
