@@ -97,7 +97,8 @@ def test_suite_rows_table_and_reuse(mini_run):
     assert metrics[("sd-vae-tiny", "train_flops")]["value"] > 0
     costs = metrics[("sd-vae-tiny", "train_flops")]["extra"]  # latents cached: the encoder runs once per image
     encoded = 2 * 1430  # the embedded train split and its horizontal flips
-    assert costs["train_breakdown_macs"]["base/encode-train-set"] == costs["forward_macs_per_sample"]["encoder"] * encoded
+    encoder_macs = costs["forward_macs_per_sample"]["encoder"]
+    assert costs["train_breakdown_macs"]["base/encode-train-set"] == encoder_macs * encoded
     assert ("jpeg-q10", "bpp_ul_bound") not in metrics
     assert "[proxy]" in res.output
     again = CliRunner().invoke(main, ["run", "--suite", str(suite), "--out", str(out), "--no-report"])
