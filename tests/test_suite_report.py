@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -100,6 +101,13 @@ def test_suite_rows_table_and_reuse(mini_run):
     encoder_macs = costs["forward_macs_per_sample"]["encoder"]
     assert costs["train_breakdown_macs"]["base/encode-train-set"] == encoder_macs * encoded
     assert ("jpeg-q10", "bpp_ul_bound") not in metrics
+    # bits per latent dimension of the comparable rate, and the λ₀ channel's capacity (issue 14)
+    per_dim = metrics[("pixel", "bits_per_latent_dim")]
+    assert per_dim["value"] == pytest.approx(metrics[("pixel", "bpp_ul_bound")]["value"] / 3)  # 3 dims per pixel
+    assert per_dim["extra"]["capacity_bits_per_dim_unit_var"] == pytest.approx(0.5 * np.log2(1 + np.exp(5.0)))
+    from ulbench.report.plots import capacity_lines
+
+    assert (5.0, 3072, pytest.approx(3 * 0.5 * np.log2(1 + np.exp(5.0)))) in capacity_lines(rows)
     assert "[proxy]" in res.output
     again = CliRunner().invoke(main, ["run", "--suite", str(suite), "--out", str(out), "--no-report"])
     assert again.exit_code == 0 and again.output.count("reusing finished run") == 4

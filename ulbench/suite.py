@@ -242,6 +242,7 @@ def run_one(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, log: C
             rows.append(ResultRow(run_id=rows[0].run_id, system=rows[0].system, metric="gfid", value=None,
                                   status="skipped", reason=f"{spec} has no continuous latents for a base model",
                                   label="gFID", provenance=dict(rows[0].provenance)))
+    rows += latent_dim_rows(rows, space_info(space), suite.resolution, run)
     t3 = time.perf_counter()
     dec = s1["stage1_macs"].get("decoder", 0) * max(1, space_info(space).decoder_evals)
     costs = cost_summary(s1["stage1_macs"], s1["stage1_samples"], gen_facts["base_macs"], gen_facts["base_samples"],
@@ -263,6 +264,29 @@ def run_one(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, log: C
         r.provenance = {**r.provenance, "suite": suite.name, "run": run.name, "scale": suite.scale,
                         "run_config": asdict(run), "run_config_hash": run.config_hash(suite)}
     return rows
+
+
+def latent_dim_rows(rows: list[ResultRow], info: Any, resolution: int, run: RunConfig) -> list[ResultRow]:
+    """Bits per latent dimension of the comparable rate (UL bound, else the space's own bits), beside the capacity
+    of the noisy channel at unit latent variance, ½·log2(1 + e^λ₀) bits/dim (UL-SPEC §2-3; issue 14)."""
+    import dataclasses
+    import math
+
+    if info.latent_channels is None:
+        return []
+    by_metric = {r.metric: r for r in rows if r.status == "ok" and r.value is not None}
+    rate = by_metric.get("bpp_ul_bound") or (by_metric.get("bpp") if info.rate == "ul_bound" else None)
+    if rate is None:
+        return []
+    dims = info.latent_channels * (resolution // info.downsample_factor) ** 2
+    scale = resolution * resolution / dims
+    lambda0 = float((run.stage1 if info.rate == "ul_bound" else run.bound).get("lambda0", 5.0))
+    capacity = 0.5 * math.log2(1 + math.exp(lambda0))
+    return [dataclasses.replace(
+        rate, metric="bits_per_latent_dim", value=rate.value * scale,
+        stderr=None if rate.stderr is None else rate.stderr * scale, label="bits/latent dim", warnings=[],
+        extra={**rate.extra, "latent_dims": dims, "lambda0": lambda0, "capacity_bits_per_dim_unit_var": capacity,
+               "from": rate.metric})]
 
 
 def run_suite(suite: SuiteConfig, out: str | Path, overwrite: bool = False,

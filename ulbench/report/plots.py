@@ -59,11 +59,29 @@ def rate_distortion(rows: list[dict[str, Any]], proxy: bool) -> bytes | None:
         ax.set_xscale("log")
         shown = pd.concat([other, jpeg])
         _log_x_ticks(ax, shown.loc[pd.to_numeric(shown[metric], errors="coerce").abs() < float("inf"), "rate"])
+        for lam, dims, bpp in capacity_lines(rows):
+            ax.axvline(bpp, color="grey", ls=":", lw=1)
+            ax.annotate(f"λ₀={lam:g} capacity\n({dims} dims, unit var.)", (bpp, 0.02), fontsize=6, color="grey",
+                        xycoords=("data", "axes fraction"), rotation=90, ha="right", va="bottom")
         ax.set_xlabel("bits/pixel, log (UL bound where measured)")
         ax.set_ylabel(label)
         ax.legend(fontsize=7)
     fig.suptitle("Rate-distortion")
     return _png(fig)
+
+
+def capacity_lines(rows: list[dict[str, Any]]) -> list[tuple[float, int, float]]:
+    """(λ₀, latent dims, bpp) of the noisy channel's capacity at unit latent variance, ½·log2(1 + e^λ₀) bits per
+    latent dimension (UL-SPEC §2), for each distinct (λ₀, dims) among the rows' bits/latent-dim rows."""
+    out = set()
+    for r in rows:
+        e = r.get("extra", {})
+        if r["metric"] == "bits_per_latent_dim" and "capacity_bits_per_dim_unit_var" in e:
+            res = r.get("provenance", {}).get("resolution") or 0
+            if res:
+                cap = e["capacity_bits_per_dim_unit_var"] * e["latent_dims"] / res**2
+                out.add((e["lambda0"], e["latent_dims"], cap))
+    return sorted(out)[:4]
 
 
 def cost_quality(rows: list[dict[str, Any]], proxy: bool) -> bytes | None:

@@ -11,16 +11,16 @@ from ulbench.compare import format_value
 from ulbench.config import seed_group
 from ulbench.report.significance import Estimate, direction, paper_direction, verdict
 
-MAIN_METRICS = ("bpp", "bpp_ul_bound", "bpp_entropy", "psnr", "ssim", "lpips", "rfid", "gfid", "rfvd", "fvd",
-                "fvd_copy_last", "train_flops")
+MAIN_METRICS = ("bpp", "bpp_ul_bound", "bpp_entropy", "bits_per_latent_dim", "psnr", "ssim", "lpips", "rfid",
+                "gfid", "rfvd", "fvd", "fvd_copy_last", "train_flops")
 FRECHET = ("rfid", "gfid", "rfvd", "fvd", "fvd_copy_last")
 SHORT = {"bpp": "bpp", "psnr": "PSNR dB", "ssim": "SSIM", "lpips": "LPIPS", "rfid": "rFID", "gfid": "gFID",
          "train_flops": "train FLOPs", "kid": "KID", "bpp_entropy": "bpp (entropy)",
          "bpp_ul_bound": "bpp (UL bound)", "rfvd": "rFVD", "fvd": "FVD",
-         "fvd_copy_last": "FVD copy-last"}
+         "fvd_copy_last": "FVD copy-last", "bits_per_latent_dim": "bits/latent dim"}
 ARROW = {"bpp": "↓", "psnr": "↑", "ssim": "↑", "lpips": "↓", "rfid": "↓", "gfid": "↓", "train_flops": "↓",
          "kid": "↓", "bpp_entropy": "↓",
-         "bpp_ul_bound": "↓", "rfvd": "↓", "fvd": "↓", "fvd_copy_last": "↓"}
+         "bpp_ul_bound": "↓", "bits_per_latent_dim": "", "rfvd": "↓", "fvd": "↓", "fvd_copy_last": "↓"}
 PAPER_PROVENANCE = "paper: ImageNet-512, Inception (Table 6)"
 
 
