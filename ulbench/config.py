@@ -32,6 +32,7 @@ class EvalConfig:
     batch_size: int = 64
     seed: int = 0
     lpips_backbone: str = "pretrained"
+    curve_points: int = 1  # > 1: gFID at this many points along stage-2 training (cost-quality curves)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -139,8 +141,11 @@ def _vae_overrides(run: RunConfig) -> dict[str, Any]:
 
 
 def _stage2(out: Path, suite: SuiteConfig, run: RunConfig, space: Any, spec: str,
-            log: Callable[[str], None], execution: Any = None) -> tuple[Any, dict]:
-    """Train (or reuse) the base model on the space's latents; single-stage uses the space's own prior."""
+            log: Callable[[str], None], execution: Any = None, steps: int | None = None,
+            warm_from: Path | None = None) -> tuple[Any, dict]:
+    """Train (or reuse) the base model on the space's latents; single-stage uses the space's own prior.
+    `steps` stops it early (a point of the cost-quality curve); `warm_from` is the finished run of an earlier point,
+    whose checkpoint it resumes (exact resume: the same weights as one run straight through)."""
     from ul_models.base import BASE_CONFIG, BaseConfig, BaseGenerator, PriorGenerator, train_base
     from ulbench.costs import base_components, macs_per_sample, space_components
 
@@ -156,7 +161,11 @@ def _stage2(out: Path, suite: SuiteConfig, run: RunConfig, space: Any, spec: str
     if "channels" in base_kw:
         base_kw["channels"] = tuple(base_kw["channels"])
     cfg = BaseConfig(space=spec, data=suite.data, resolution=suite.resolution, **base_kw)
+    if steps is not None:
+        cfg = dataclasses.replace(cfg, steps=steps)
     d = out / "base" / f"{run.system}-{cfg.config_hash()}"
+    if warm_from is not None and not d.exists():
+        shutil.copytree(warm_from, d, ignore=shutil.ignore_patterns("done.json"))
     if not (d / "done.json").exists():
         log(f"[{run.name}] stage 2: base model {cfg.steps} steps on {spec} -> {d}")
         summary = train_base(cfg, d, resume=True, progress=True, space=space, execution=execution)
@@ -165,6 +174,7 @@ def _stage2(out: Path, suite: SuiteConfig, run: RunConfig, space: Any, spec: str
     macs = macs_per_sample(base_components(gen))
     encoded = json.loads((d / BASE_CONFIG).read_text()).get("encoded_images", 0)
     return gen, {"base_macs": macs, "base_samples": cfg.steps * cfg.batch_size, "base_dir": str(d),
+                 "base_steps": cfg.steps, "base_batch": cfg.batch_size,
                  "sample_macs_base": macs.get("base", 0), "encode_images": encoded}
 
 
@@ -238,6 +248,8 @@ def run_one(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, log: C
             with torch.inference_mode():
                 samples = gen.sample(per_index_seeds(torch.arange(16).numpy(), ev.seed + 1))
             grids["generations"] = save_grid(samples, d / "samples.png")
+            if ev.curve_points > 1 and not run.single_stage:
+                rows += _gfid_curve(out, suite, run, space, spec, s1, gen_facts, detector, train, log, execution)
         else:
             rows.append(ResultRow(run_id=rows[0].run_id, system=rows[0].system, metric="gfid", value=None,
                                   status="skipped", reason=f"{spec} has no continuous latents for a base model",
@@ -263,6 +275,31 @@ def run_one(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, log: C
                    "timing": timing, "grids": grids, **seed_extra(run)}
         r.provenance = {**r.provenance, "suite": suite.name, "run": run.name, "scale": suite.scale,
                         "run_config": asdict(run), "run_config_hash": run.config_hash(suite)}
+    return rows
+
+
+def _gfid_curve(out: Path, suite: SuiteConfig, run: RunConfig, space: Any, spec: str, s1: dict, final: dict,
+                detector: Any, train: Any, log: Callable[[str], None], execution: Any) -> list[ResultRow]:
+    """gFID at `eval.curve_points` points along stage-2 training against cumulative training FLOPs (stage 1
+    included): one "gfid_curve" row per point, the last being the run's own base model (issue 14, paper Fig. 1)."""
+    from ulbench.costs import cost_summary
+    from ulbench.evaluation import eval_generator, place
+
+    ev, k = suite.eval, suite.eval.curve_points
+    total, batch = final["base_steps"], final["base_batch"]
+    points = sorted({max(1, round(total * i / k)) for i in range(1, k + 1)})
+    rows, prev = [], None
+    for steps in points:
+        gen, facts = _stage2(out, suite, run, space, spec, log, execution, steps=steps, warm_from=prev)
+        prev = Path(facts["base_dir"])
+        log(f"[{run.name}] cost-quality point: base step {steps}/{total}, {ev.num_gen} samples")
+        place(gen, execution)
+        (row,) = [r for r in eval_generator(gen, train, detector, ev.num_gen, ev.batch_size, ev.seed,
+                                            execution=execution, system=run.name) if r.metric == "gfid"]
+        macs = cost_summary(s1["stage1_macs"], s1["stage1_samples"], facts["base_macs"], steps * batch,
+                            encode_images=facts["encode_images"])["train_macs"]
+        rows.append(dataclasses.replace(row, metric="gfid_curve", label=row.label + " along training",
+                                        extra={**row.extra, "base_steps": steps, "train_macs": macs}))
     return rows
 
 

@@ -85,21 +85,30 @@ def capacity_lines(rows: list[dict[str, Any]]) -> list[tuple[float, int, float]]
 
 
 def cost_quality(rows: list[dict[str, Any]], proxy: bool) -> bytes | None:
-    """gFID against training FLOPs (log axis), one point per run."""
+    """gFID against cumulative training FLOPs (log axis): a curve per system where gFID was measured along
+    training (`gfid_curve` rows, stage 1 included), else one point per run."""
     df = wide(rows).reset_index()
+    curves = pd.DataFrame([{"label": r.get("extra", {}).get("run_label", r["system"]), "gfid": r["value"],
+                            "train_flops": r["extra"]["train_macs"], "step": r["extra"]["base_steps"]}
+                           for r in rows if r["metric"] == "gfid_curve" and r.get("status", "ok") == "ok"])
     if "gfid" not in df or "train_flops" not in df or df["gfid"].isna().all():
         return None
     df = df.dropna(subset=["gfid", "train_flops"])
     df = df[df["train_flops"] > 0]
-    if not len(df):
+    if not len(df) and not len(curves):
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
-    sns.scatterplot(data=df, x="train_flops", y="gfid", hue="label", style="kind", s=110, ax=ax)
+    if len(curves):
+        curves = curves.groupby(["label", "step"], as_index=False).mean(numeric_only=True)  # seeds: mean
+        sns.lineplot(data=curves.sort_values("train_flops"), x="train_flops", y="gfid", hue="label", marker="o",
+                     ax=ax, sort=False)
+    else:
+        sns.scatterplot(data=df, x="train_flops", y="gfid", hue="label", style="kind", s=110, ax=ax)
     ax.set_xscale("log")
-    _log_x_ticks(ax, df["train_flops"])
-    ax.set_xlabel("training FLOPs (fvcore: 1 MAC = 1 FLOP), log")
+    _log_x_ticks(ax, pd.concat([df["train_flops"], curves["train_flops"]]) if len(curves) else df["train_flops"])
+    ax.set_xlabel("training FLOPs, cumulative (fvcore: 1 MAC = 1 FLOP), log")
     ax.set_ylabel("gFID" + (" [proxy]" if proxy else "") + " ↓")
-    ax.set_title("Cost-quality")
+    ax.set_title("Cost-quality" + (" along training" if len(curves) else ""))
     ax.legend(fontsize=7)
     return _png(fig)
 
