@@ -144,7 +144,9 @@ def fid_cmd(dir_a, dir_b, detector, weights, kid, as_json, execution, resolution
 DATA_OPTS = [
     click.option("--data", default="embedded", show_default=True, help="embedded | embedded-textures | folder:DIR"),
     click.option("--split", default="eval", show_default=True),
-    click.option("--resolution", default=32, show_default=True, type=int),
+    click.option("--resolution", default=None, type=int,
+                 help="ADM centre-crop to N×N. Default: 32 for embedded data; a folder keeps its native size "
+                      "(all its images must share it)."),
     click.option("--skip-bad", is_flag=True, help="Count and skip unreadable images (recorded in results)."),
     click.option("--limit", default=None, type=int, help="Use only the first N images."),
 ]

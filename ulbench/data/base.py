@@ -62,11 +62,14 @@ class TensorImageDataset(ImageDataset):
         return {**super().info(), **self.details}
 
 
-def load_dataset(spec: str, split: str = "eval", resolution: int = 32, **kwargs: Any) -> ImageDataset:
-    """Build a dataset by registry name ("embedded", "embedded-textures", "folder:DIR")."""
+def load_dataset(spec: str, split: str = "eval", resolution: int | None = None, **kwargs: Any) -> ImageDataset:
+    """Build a dataset by registry name ("embedded", "embedded-textures", "folder:DIR"); resolution None leaves
+    each dataset its own default (embedded sets: 32 px; folders: the images' native size)."""
     from ulbench.registry import DATASETS
 
-    return DATASETS.build(spec, split=split, resolution=resolution, **kwargs)
+    if resolution is not None:
+        kwargs["resolution"] = resolution
+    return DATASETS.build(spec, split=split, **kwargs)
 
 
 class Subset(ImageDataset):

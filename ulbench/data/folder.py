@@ -84,9 +84,10 @@ class _Source:
 class ImageFolderDataset(ImageDataset):
     """ImageNet layout (one sub-folder per class -> integer label) or a zip of PNGs with an optional
     edm2-style `dataset.json` ({"labels": [[name, label], ...]}); ADM centre crop to `resolution`
-    (resolution=None keeps native sizes, as torch-fidelity reads folders)."""
+    (resolution=None keeps the native size, as torch-fidelity reads folders: every image must have the size of the
+    first readable one, else loading stops with an error asking for --resolution N)."""
 
-    def __init__(self, root: str, split: str = "eval", resolution: int | None = 32, skip_bad: bool = False,
+    def __init__(self, root: str, split: str = "eval", resolution: int | None = None, skip_bad: bool = False,
                  **_: Any):
         path = Path(root).expanduser()
         if not path.exists():
@@ -101,6 +102,10 @@ class ImageFolderDataset(ImageDataset):
         self.name = f"folder:{Path(root).name}"
         self.split = split
         self.resolution = resolution or 0
+        self.size_from = ""  # the image that fixed the native size
+        self.native_size = None if resolution else self._probe_size()  # (height, width) every image must have
+        if self.native_size and self.native_size[0] == self.native_size[1]:
+            self.resolution = self.native_size[0]
         self.skip_bad = skip_bad
         self.skipped: list[tuple[str, str]] = []
         self.labels = self._labels()
@@ -116,14 +121,31 @@ class ImageFolderDataset(ImageDataset):
         return np.array([index.get(n.split("/")[0], 0) if "/" in n else 0 for n in self.source.names],
                         dtype=np.int64)
 
+    def _probe_size(self) -> tuple[int, int] | None:
+        """(height, width) from the header of the first readable image (no decoding), or None if none opens."""
+        for name in self.source.names:
+            try:
+                with Image.open(io.BytesIO(self.source.read(name))) as img:
+                    self.size_from = name
+                    return img.size[1], img.size[0]
+            except Exception:  # a bad file: load() reports it (or skips it with skip_bad)
+                continue
+        return None
+
     def __len__(self) -> int:
         return len(self.source.names)
 
     def load(self, i: int) -> np.ndarray:
-        """Decode and centre-crop image i (uint8 HxWx3)."""
+        """Decode and centre-crop image i (uint8 HxWx3); at native size, an image of another size is an error."""
         name = self.source.names[i]
         img = decode_image(self.source.read(name), f"{self.source.root}/{name}")
-        return adm_center_crop(img, self.resolution) if self.resolution else img
+        if self.resolution and self.native_size is None:
+            return adm_center_crop(img, self.resolution)
+        if self.native_size is not None and img.shape[:2] != self.native_size:
+            (h, w), (h0, w0) = img.shape[:2], self.native_size
+            raise ValueError(f"{self.source.root}/{name} is {w}x{h} px but {self.size_from} is {w0}x{h0}: "
+                             f"the folder mixes image sizes; pass --resolution N to centre-crop all to N×N")
+        return img
 
     def get_valid(self, indices) -> tuple[list[np.ndarray], torch.Tensor, np.ndarray]:
         """Decode `indices`; with skip_bad, bad files are counted in `self.skipped` and left out."""
@@ -143,11 +165,13 @@ class ImageFolderDataset(ImageDataset):
         """Images (uint8 NCHW, all `resolution`²) and labels; bad files raise unless skip_bad."""
         images, labels, _ = self.get_valid(indices)
         if not images:
-            return torch.zeros((0, 3, self.resolution, self.resolution), dtype=torch.uint8), labels
+            h, w = self.native_size or (self.resolution, self.resolution)
+            return torch.zeros((0, 3, h, w), dtype=torch.uint8), labels
         return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), labels
 
     def info(self) -> dict[str, Any]:
         """Provenance: source path, crop, and the files skipped as bad."""
         return {**super().info(), "source": str(self.source.root),
-                "preprocess": f"ADM centre crop to {self.resolution}" if self.resolution else "none (native size)",
+                "preprocess": ("none (native size {1}x{0})".format(*self.native_size) if self.native_size
+                               else f"ADM centre crop to {self.resolution}"),
                 "skipped_bad_files": len(self.skipped)}

@@ -1,0 +1,48 @@
+"""Edges of issue 12: native folder size, compare keeping distinct runs, content fingerprints, provenance versions,
+KID subsets, fvd in eval, --limit with --skip-bad, folder: hints, report grids from any checkout, install extras."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from tests.conftest import write_pngs
+from ulbench.cli import main
+
+
+def _invoke(args):
+    return CliRunner().invoke(main, args)
+
+
+def _random_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
+
+
+def test_folder_keeps_its_native_size_unless_resolution_is_given(tmp_path):
+    root = write_pngs(tmp_path / "big", _random_images(3, 64))
+    res = _invoke(["eval", "--space", "pixel", "--data", f"folder:{root}", "--split", "all", "--metrics", "psnr",
+                   "--json"])
+    assert res.exit_code == 0, res.output
+    row = json.loads(res.output.strip().splitlines()[-1])
+    assert row["provenance"]["resolution"] == 64 and "native size 64x64" in row["provenance"]["preprocess"]
+    res = _invoke(["eval", "--space", "pixel", "--data", f"folder:{root}", "--split", "all", "--metrics", "psnr",
+                   "--resolution", "16", "--json"])
+    assert json.loads(res.output.strip().splitlines()[-1])["provenance"]["resolution"] == 16
+    res = _invoke(["eval", "--space", "pixel", "--data", "embedded", "--metrics", "psnr", "--limit", "2", "--json"])
+    assert json.loads(res.output.strip().splitlines()[-1])["provenance"]["resolution"] == 32  # embedded default
+
+
+def test_folder_of_mixed_sizes_without_resolution_is_one_error_line(tmp_path):
+    root = write_pngs(tmp_path / "mixed", _random_images(2, 64))
+    Image.fromarray(np.zeros((48, 48, 3), np.uint8)).save(root / "small.png")
+    res = _invoke(["eval", "--space", "pixel", "--data", f"folder:{root}", "--split", "all", "--metrics", "psnr"])
+    assert res.exit_code == 2
+    err = res.output.split("error:", 1)[1]  # (after the progress bar on stderr)
+    assert "error:" not in err and "Traceback" not in res.output and len(err.strip().splitlines()) == 1
+    assert "--resolution N" in err and "small.png" in err
