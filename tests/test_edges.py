@@ -46,3 +46,28 @@ def test_folder_of_mixed_sizes_without_resolution_is_one_error_line(tmp_path):
     err = res.output.split("error:", 1)[1]  # (after the progress bar on stderr)
     assert "error:" not in err and "Traceback" not in res.output and len(err.strip().splitlines()) == 1
     assert "--resolution N" in err and "small.png" in err
+
+
+def _row(system: str, n: int, value: float, created: str, **prov) -> str:
+    from ulbench.results import ResultRow
+
+    base = {"dataset": "embedded", "split": "eval", "resolution": 32, "n": n, "config_hash": "c0",
+            "created_utc": created}
+    return ResultRow(run_id=f"r-{n}", system=system, metric="psnr", value=value, n=n, higher_is_better=True,
+                     label="PSNR", provenance={**base, **prov}).to_json() + "\n"
+
+
+def test_compare_keeps_every_distinct_run_and_refuses_naming_fields(tmp_path):
+    """The same system at n=700 and n=8 is two runs, not one row: compare refuses and says why (lm-eval/mteb keep
+    every run's numbers; a table with one of them would hide the other)."""
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text(_row("jpeg-q50", 700, 30.1, "2026-01-01T00:00:00"))
+    b.write_text(_row("jpeg-q50", 8, 29.0, "2026-01-02T00:00:00"))
+    res = _invoke(["compare", str(a), str(b)])
+    assert res.exit_code == 2, res.output
+    assert "jpeg-q50 psnr: 2 runs" in res.output and "n differs: 700 vs 8" in res.output
+    # a repeated measurement of the same thing (same protocol and config) is one row: the newest
+    b.write_text(_row("jpeg-q50", 700, 30.2, "2026-01-02T00:00:00"))
+    res = _invoke(["compare", str(a), str(b)])
+    assert res.exit_code == 0, res.output
+    assert "30.2" in res.output and "30.1" not in res.output
