@@ -71,3 +71,25 @@ def test_compare_keeps_every_distinct_run_and_refuses_naming_fields(tmp_path):
     res = _invoke(["compare", str(a), str(b)])
     assert res.exit_code == 0, res.output
     assert "30.2" in res.output and "30.1" not in res.output
+
+
+def test_same_basename_different_content_never_shares_reference_stats_or_cache(tmp_path, monkeypatch):
+    import shutil
+
+    from ulbench.data.folder import ImageFolderDataset
+    from ulbench.evaluation import ref_name
+    from ulbench.feature_cache import RealFeatureCache
+    from ulbench.metrics.features import ProxyDetector
+
+    monkeypatch.setenv("ULBENCH_CACHE", str(tmp_path / "cache"))
+    a = write_pngs(tmp_path / "a" / "imgs", _random_images(4, 16, seed=1))
+    b = write_pngs(tmp_path / "b" / "imgs", _random_images(4, 16, seed=2))
+    shutil.copytree(a, tmp_path / "c" / "imgs")
+    ds = {k: ImageFolderDataset(str(tmp_path / k / "imgs"), split="all") for k in "abc"}
+    fp = {k: d.info()["dataset_fingerprint"] for k, d in ds.items()}
+    assert fp["a"] != fp["b"] and fp["a"] == fp["c"]  # content, not name, path or mtime
+    det = ProxyDetector()
+    names = {k: ref_name(d.info(), det.provenance(), 4) for k, d in ds.items()}
+    assert names["a"] != names["b"] and fp["a"] in names["a"]
+    assert RealFeatureCache(ds["a"], det).path != RealFeatureCache(ds["b"], det).path
+    assert "dataset_fingerprint" in __import__("ulbench.results").results.COMPARABLE_FIELDS

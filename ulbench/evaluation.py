@@ -169,8 +169,12 @@ def ref_cache_dir() -> Path:
 
 
 def ref_name(dataset_info: dict[str, Any], detector_prov: dict[str, Any], n: int) -> str:
-    """Cache name holding dataset, split, resolution, detector, weights hash, resize and n (clean-fid style)."""
-    parts = [dataset_info["dataset"].replace("/", "_").replace(":", "-"), dataset_info["split"],
+    """Cache name holding dataset (and its content fingerprint), split, resolution, detector, weights hash, resize
+    and n (clean-fid style)."""
+    dataset = dataset_info["dataset"].replace("/", "_").replace(":", "-")
+    if dataset_info.get("dataset_fingerprint"):  # two folders sharing a basename never share statistics
+        dataset += f"-{dataset_info['dataset_fingerprint']}"
+    parts = [dataset, dataset_info["split"],
              f"res{dataset_info['resolution']}", detector_prov["detector"],
              detector_prov["detector_weights_sha256"][:12], detector_prov["resize"].replace(" ", "_"), f"n{n}"]
     if detector_prov.get("detector_precision"):  # reduced-precision statistics never mix with fp32 ones
@@ -191,7 +195,8 @@ def reference_stats(dataset: Any, detector: Any, batch_size: int = 64, num_worke
         cache.store(idx, feats)
         cache.save()
     mu, sigma = stats_of(feats).mean_cov()
-    prov = {**{k: dataset.info().get(k) for k in ("dataset", "split", "resolution")}, "n": len(feats)}
+    prov = {**{k: dataset.info().get(k) for k in ("dataset", "dataset_fingerprint", "split", "resolution")},
+            "n": len(feats)}
     return ReferenceStats(mu, sigma, len(feats), prov)
 
 
@@ -226,8 +231,8 @@ def eval_generator(generator: Any, ref_dataset: Any, detector: Any, num_samples:
     values = compute_all([metric])
     info = generator.info()
     config = {"generator": info, "reference": ref.provenance, "num_samples": num_samples, "seed": seed}
-    prov = run_provenance({"dataset": ref_dataset.info()["dataset"], "split": "generated",
-                           "resolution": ref_dataset.resolution}, {
+    ref_info = {k: v for k, v in ref_dataset.info().items() if k in ("dataset", "dataset_fingerprint")}
+    prov = run_provenance({**ref_info, "split": "generated", "resolution": ref_dataset.resolution}, {
         "system_info": info, "seed": seed, "seeds": "per sample: (seed << 32) + sample index",
         "labels": "per sample from the reference split's class frequencies", "batch_size": batch_size,
         "world_size": world_size, **execution_provenance(execution, generator), "config_hash": config_hash(config),

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 # Provenance fields that must be equal for two numbers of the same metric to be set side by side.
-COMPARABLE_FIELDS = ("dataset", "split", "resolution", "n", "detector", "detector_weights_sha256", "resize",
-                     "reference", "lpips_backbone", "decode_steps_policy", "detector_precision")
+COMPARABLE_FIELDS = ("dataset", "dataset_fingerprint", "split", "resolution", "n", "detector",
+                     "detector_weights_sha256", "resize", "reference", "lpips_backbone", "decode_steps_policy",
+                     "detector_precision")
 PACKAGES = ("torch", "torchvision", "numpy", "scipy", "torch-fidelity", "clean-fid", "scikit-image", "lpips",
             "diffusers", "pillow")
 

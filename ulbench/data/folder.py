@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -17,6 +18,7 @@ from ulbench.data.base import ImageDataset
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
 RGB_CONVERTIBLE_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr")
+FINGERPRINT_SAMPLE_FILES = 64  # files whose bytes are hashed, evenly spaced over the sorted list
 
 
 class BadImageError(ValueError):
@@ -72,6 +74,39 @@ class _Source:
             meta = root / "dataset.json"
             self.meta = json.loads(meta.read_text()) if meta.is_file() else None
         self._zip, self._zip_pid = None, 0
+        self._listing: list[tuple[str, int, int]] | None = None
+        self._fingerprint: str | None = None
+
+    def listing(self) -> list[tuple[str, int, int]]:
+        """(name, size in bytes, change stamp) per image, in name order: the stamp is the mtime (ns) in a folder,
+        the CRC-32 of the content in a zip (its central directory holds both, nothing is decompressed)."""
+        if self._listing is None:
+            if self.is_zip:
+                with zipfile.ZipFile(self.root) as z:
+                    infos = {i.filename: i for i in z.infolist()}
+                self._listing = [(n, infos[n].file_size, infos[n].CRC) for n in self.names]
+            else:
+                stats = [os.stat(self.root / n) for n in self.names]
+                self._listing = [(n, st.st_size, st.st_mtime_ns) for n, st in zip(self.names, stats)]
+        return self._listing
+
+    def fingerprint(self) -> str:
+        """Content fingerprint (16 hex digits of sha256): sorted relative names, byte sizes (and zip CRCs), the
+        labels file, and the full bytes of FINGERPRINT_SAMPLE_FILES files evenly spaced over the sorted list.
+        Cheap on ImageNet-size folders (one stat per file, which listing pays anyway, plus 64 file reads); it
+        ignores paths and modification times, so a copy of a folder has the same fingerprint and two folders
+        that merely share a basename do not. An edit that keeps a file's size and misses the sample escapes it
+        (the feature cache also keys on modification times)."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            for name, size, stamp in self.listing():
+                h.update(f"{name}\t{size}\t{stamp if self.is_zip else ''}\n".encode())
+            h.update(json.dumps(self.meta, sort_keys=True).encode())
+            picks = np.unique(np.linspace(0, len(self.names) - 1, FINGERPRINT_SAMPLE_FILES).astype(np.int64))
+            for i in picks:
+                h.update(hashlib.sha256(self.read(self.names[int(i)])).digest())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
 
     def read(self, name: str) -> bytes:
         if not self.is_zip:
@@ -171,7 +206,7 @@ class ImageFolderDataset(ImageDataset):
 
     def info(self) -> dict[str, Any]:
         """Provenance: source path, crop, and the files skipped as bad."""
-        return {**super().info(), "source": str(self.source.root),
+        return {**super().info(), "source": str(self.source.root), "dataset_fingerprint": self.source.fingerprint(),
                 "preprocess": ("none (native size {1}x{0})".format(*self.native_size) if self.native_size
                                else f"ADM centre crop to {self.resolution}"),
                 "skipped_bad_files": len(self.skipped)}
