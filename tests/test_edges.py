@@ -93,3 +93,16 @@ def test_same_basename_different_content_never_shares_reference_stats_or_cache(t
     assert names["a"] != names["b"] and fp["a"] in names["a"]
     assert RealFeatureCache(ds["a"], det).path != RealFeatureCache(ds["b"], det).path
     assert "dataset_fingerprint" in __import__("ulbench.results").results.COMPARABLE_FIELDS
+
+
+def test_rows_carry_ulbench_and_schema_version_and_old_rows_still_read(tmp_path):
+    import ulbench
+    from ulbench.compare import compare_table
+    from ulbench.results import SCHEMA_VERSION, read_rows, schema_version
+
+    res = _invoke(["eval", "--space", "pixel", "--data", "embedded", "--metrics", "psnr", "--limit", "2", "--json"])
+    prov = json.loads(res.output.strip().splitlines()[-1])["provenance"]
+    assert prov["ulbench_version"] == ulbench.__version__ and prov["schema_version"] == SCHEMA_VERSION >= 2
+    old = read_rows(["reports/smoke/results.jsonl"])  # written before either field existed
+    assert all("schema_version" not in r["provenance"] for r in old) and {schema_version(r) for r in old} == {1}
+    assert "jpeg-q10" in compare_table(["reports/smoke/results.jsonl"])

@@ -13,12 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from ulbench import __version__
 from ulbench.device import Execution, describe
 from ulbench.harness import compute_all, evaluate_space, run_batches, shard_indices
 from ulbench.metrics.frechet import FeatureStats, frechet_distance, rank_deficiency_warning
 from ulbench.protocols import Batch
 from ulbench.registry import METRICS, SPACES
-from ulbench.results import ResultRow, config_hash, git_sha, package_versions
+from ulbench.results import SCHEMA_VERSION, ResultRow, config_hash, git_sha, package_versions
 
 FRECHET_METRICS = ("rfid", "kid")
 
@@ -60,8 +61,9 @@ def execution_provenance(execution: Execution | None, system: Any = None) -> dic
 
 
 def run_provenance(dataset_info: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """Provenance shared by every row of one evaluation."""
-    return {**dataset_info, **extra, "git_sha": git_sha(), "packages": package_versions(),
+    """Provenance shared by every row of one evaluation, with the ulbench version and the row schema version."""
+    return {**dataset_info, **extra, "git_sha": git_sha(), "ulbench_version": __version__,
+            "schema_version": SCHEMA_VERSION, "packages": package_versions(),
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
