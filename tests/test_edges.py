@@ -106,3 +106,29 @@ def test_rows_carry_ulbench_and_schema_version_and_old_rows_still_read(tmp_path)
     old = read_rows(["reports/smoke/results.jsonl"])  # written before either field existed
     assert all("schema_version" not in r["provenance"] for r in old) and {schema_version(r) for r in old} == {1}
     assert "jpeg-q10" in compare_table(["reports/smoke/results.jsonl"])
+
+
+def test_kid_below_the_subset_size_reports_no_spurious_stderr():
+    """Subset size = min(1000, n_real, n_fake); when that is both whole sets only one subset exists: no ± (was
+    ± 2e-16 from 100 identical subsets). With more images than the subset size, the spread over subsets is real."""
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    from ulbench.metrics.fid import kid_from_features
+
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(40, 8, generator=g, dtype=torch.float64), torch.randn(40, 8, generator=g,
+                                                                                 dtype=torch.float64) + 0.3
+    mean, std, size, subsets = kid_from_features(real, fake)
+    assert (std, size, subsets) == (None, 40, 1)
+    ref = kid_features_to_metric(real, fake, kid_subsets=100, kid_subset_size=40, kid_degree=3, kid_gamma=None,
+                                 kid_coef0=1, rng_seed=0, verbose=False)
+    assert mean == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-9)
+    _, std, size, subsets = kid_from_features(real, fake[:30])
+    assert size == 30 and subsets == 100 and std > 1e-6
+    _, std, size, _ = kid_from_features(real, fake, subset_size=10)
+    assert size == 10 and std > 1e-6
+    res = _invoke(["eval", "--space", "jpeg-q10", "--data", "embedded", "--metrics", "kid", "--detector", "proxy",
+                   "--limit", "8", "--json"])
+    row = json.loads(res.output.strip().splitlines()[-1])
+    assert row["metric"] == "kid" and row["stderr"] is None and row["extra"]["subset_size"] == 8
+

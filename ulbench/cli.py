@@ -136,7 +136,9 @@ def fid_cmd(dir_a, dir_b, detector, weights, kid, as_json, execution, resolution
     label = "FID [proxy: not FID]" if det.is_proxy else "FID"
     click.echo(f"{label}: {out['fid']:.6f}  (n_a={out['n_a']}, n_b={out['n_b']}, detector={det.name})")
     if kid:
-        click.echo(f"KID: {out['kid']:.6g} ± {out['kid_std']:.3g} (subset size {out['kid_subset_size']})")
+        spread = (f" ± {out['kid_std']:.3g}" if out["kid_std"] is not None
+                  else " (one subset, the whole sets: no spread)")
+        click.echo(f"KID: {out['kid']:.6g}{spread} (subset size {out['kid_subset_size']})")
     for w in out["warnings"]:
         click.echo(f"warning: {w}", err=True)
 

@@ -152,15 +152,10 @@ def fid_between(feats_a: np.ndarray, ref: tuple[np.ndarray, np.ndarray, int] | n
     if kid:
         if isinstance(ref, tuple):
             raise ValueError("KID needs the reference features, not only (mu, sigma): pass a folder, not a .npz")
-        import torch
-        from torch_fidelity.metric_kid import kid_features_to_metric
+        from ulbench.metrics.fid import kid_from_features
 
-        size = min(1000, len(feats_a), len(ref))
-        k = kid_features_to_metric(torch.from_numpy(feats_a), torch.from_numpy(ref), kid_subsets=100,
-                                   kid_subset_size=size, kid_degree=3, kid_gamma=None, kid_coef0=1, rng_seed=seed,
-                                   verbose=False)
-        out.update(kid=k["kernel_inception_distance_mean"], kid_std=k["kernel_inception_distance_std"],
-                   kid_subset_size=size)
+        mean, std, size, _ = kid_from_features(feats_a, ref, seed=seed)
+        out.update(kid=mean, kid_std=std, kid_subset_size=size)
     return out
 
 
