@@ -83,7 +83,7 @@ def test_same_basename_different_content_never_shares_reference_stats_or_cache(t
 
     monkeypatch.setenv("ULBENCH_CACHE", str(tmp_path / "cache"))
     a = write_pngs(tmp_path / "a" / "imgs", _random_images(4, 16, seed=1))
-    b = write_pngs(tmp_path / "b" / "imgs", _random_images(4, 16, seed=2))
+    write_pngs(tmp_path / "b" / "imgs", _random_images(4, 16, seed=2))
     shutil.copytree(a, tmp_path / "c" / "imgs")
     ds = {k: ImageFolderDataset(str(tmp_path / k / "imgs"), split="all") for k in "abc"}
     fp = {k: d.info()["dataset_fingerprint"] for k, d in ds.items()}
@@ -131,4 +131,35 @@ def test_kid_below_the_subset_size_reports_no_spurious_stderr():
                    "--limit", "8", "--json"])
     row = json.loads(res.output.strip().splitlines()[-1])
     assert row["metric"] == "kid" and row["stderr"] is None and row["extra"]["subset_size"] == 8
+
+
+def test_eval_fvd_is_one_error_line_naming_the_video_suite():
+    res = _invoke(["eval", "--space", "pixel", "--data", "embedded", "--metrics", "psnr,fvd"])
+    assert res.exit_code == 2 and not isinstance(res.exception, AttributeError), res.output
+    assert res.output.count("\n") == 1 and "fvd is a video metric" in res.output
+    assert "ulbench run --suite video" in res.output
+
+
+@pytest.fixture()
+def folder_with_bad_files(tmp_path):
+    root = write_pngs(tmp_path / "imgs", _random_images(8, 16))
+    for name in ("img00001.png", "img00003.png"):  # two of the first five files are unreadable
+        (root / name).write_bytes(b"not an image")
+    return root
+
+
+def test_limit_with_skip_bad_yields_exactly_limit_good_images(folder_with_bad_files, tmp_path):
+    out = tmp_path / "out"
+    res = _invoke(["eval", "--space", "pixel", "--data", f"folder:{folder_with_bad_files}", "--split", "all",
+                   "--metrics", "psnr", "--limit", "5", "--skip-bad", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    row = json.loads((out / "results.jsonl").read_text().splitlines()[0])
+    assert row["n"] == 5 and row["provenance"]["num_images"] == 5 and row["provenance"]["limit"] == 5
+    assert sorted(f.split("/")[-1] for f in row["provenance"]["skipped_bad_files"]) == ["img00001.png",
+                                                                                         "img00003.png"]
+    res = _invoke(["eval", "--space", "pixel", "--data", f"folder:{folder_with_bad_files}", "--split", "all",
+                   "--metrics", "psnr", "--limit", "50", "--skip-bad", "--json"])
+    assert res.exit_code == 0, res.output
+    assert "only 6 readable images (2 unreadable files skipped)" in res.output
+    assert json.loads(res.output.strip().splitlines()[-1])["n"] == 6
 

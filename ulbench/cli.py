@@ -150,7 +150,8 @@ DATA_OPTS = [
                  help="ADM centre-crop to N×N. Default: 32 for embedded data; a folder keeps its native size "
                       "(all its images must share it)."),
     click.option("--skip-bad", is_flag=True, help="Count and skip unreadable images (recorded in results)."),
-    click.option("--limit", default=None, type=int, help="Use only the first N images."),
+    click.option("--limit", default=None, type=int,
+                 help="Use only the first N images (with --skip-bad: the first N readable ones)."),
 ]
 
 
@@ -165,7 +166,14 @@ def _dataset(data, split, resolution, skip_bad, limit):
     from ulbench.data.base import Subset
 
     ds = load_dataset(data, split=split, resolution=resolution, skip_bad=skip_bad)
-    return Subset(ds, limit) if limit is not None else ds
+    if limit is None:
+        return ds
+    sub = Subset(ds, limit)
+    if len(sub) < limit:
+        bad = f" ({len(sub.excluded_bad)} unreadable files skipped)" if sub.excluded_bad else ""
+        click.echo(f"warning: --limit {limit}: {data} has only {len(sub)} readable images{bad}; using those",
+                   err=True)
+    return sub
 
 
 @main.command("ref")
@@ -236,14 +244,12 @@ def eval_cmd(space, data, split, resolution, skip_bad, limit, metrics, detector,
       ulbench eval --space ul:runs/ul-tiny --device cuda --precision bf16 --batch-size 256
     """
     from ulbench import dist
-    from ulbench.evaluation import FRECHET_METRICS, eval_space, place
+    from ulbench.evaluation import FRECHET_METRICS, eval_space, image_metric_classes, place
+    from ulbench.registry import SPACES
     from ulbench.results import append_rows
 
     names = [m.strip() for m in metrics.split(",") if m.strip()]
-    from ulbench.registry import METRICS, SPACES
-
-    for m in names:
-        METRICS.resolve(m)
+    image_metric_classes(names)  # unknown or video metrics: one error line before any work
     SPACES.resolve(space)
     ds = _dataset(data, split, resolution, skip_bad, limit)
     det = _detector(detector, weights, execution) if any(m in FRECHET_METRICS for m in names) else None

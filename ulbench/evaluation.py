@@ -24,15 +24,26 @@ from ulbench.results import SCHEMA_VERSION, ResultRow, config_hash, git_sha, pac
 FRECHET_METRICS = ("rfid", "kid")
 
 
+def image_metric_classes(names: list[str]) -> list[type]:
+    """The metric classes of `names`; unknown names and video metrics (which need clips) are a ValueError."""
+    classes = []
+    for name in names:
+        entry, _ = METRICS.resolve(name)
+        cls = entry.load()
+        if getattr(cls, "modality", "image") != "image":
+            raise ValueError(f"{name} is a {cls.modality} metric and `ulbench eval` measures images; video metrics "
+                             f"are computed by the video suite: ulbench run --suite video")
+        classes.append(cls)
+    return classes
+
+
 def build_metrics(names: list[str], num_items: int, detector: Any = None, lpips_backbone: str = "pretrained",
                   lpips_weights: str | None = None, seed: int = 0, execution: Execution | None = None) -> list:
     """Instantiate metrics by name, sharing one detector between rFID and KID; network metrics (LPIPS) on
     `execution`'s device and precision."""
     placement = {} if execution is None else {"device": execution.torch_device, "precision": execution.precision}
     out = []
-    for name in names:
-        entry, _ = METRICS.resolve(name)
-        cls = entry.load()
+    for cls in image_metric_classes(names):
         out.append(cls(detector=detector, num_items=num_items, lpips_backbone=lpips_backbone,
                        lpips_weights=lpips_weights, seed=seed, **placement))
     return out
@@ -106,7 +117,8 @@ def eval_space(space_spec: str, dataset: Any, metric_names: list[str], detector:
         "num_images_evaluated": n_total, "batch_size": batch_size, "world_size": world_size,
         **execution_provenance(execution, space),
         "config_hash": config_hash(config), "decode_steps": info.get("decode_steps"),
-        "skipped_bad_files": [f for f, _ in out.skipped], "wall_time_s": round(time.perf_counter() - t0, 3)})
+        "skipped_bad_files": [f for f, _ in [*getattr(dataset, "excluded_bad", []), *out.skipped]],
+        "wall_time_s": round(time.perf_counter() - t0, 3)})
     run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{config_hash(config)}"
     return rows_from_values(values, getattr(space, "name", space_spec), run_id, prov)
 
