@@ -163,3 +163,11 @@ def test_limit_with_skip_bad_yields_exactly_limit_good_images(folder_with_bad_fi
     assert "only 6 readable images (2 unreadable files skipped)" in res.output
     assert json.loads(res.output.strip().splitlines()[-1])["n"] == 6
 
+
+def test_dataset_path_without_folder_prefix_suggests_it(tmp_path):
+    root = write_pngs(tmp_path / "imgs", _random_images(2, 16))
+    res = _invoke(["eval", "--space", "pixel", "--data", str(root), "--metrics", "psnr"])
+    assert res.exit_code == 2 and res.output.startswith("error: Unknown dataset")
+    assert f"pass it as 'folder:{root}'" in res.output and res.output.count("\n") == 1
+    res = _invoke(["eval", "--space", "pixel", "--data", str(tmp_path / "missing"), "--metrics", "psnr"])
+    assert res.exit_code == 2 and "folder:" not in res.output.split("Known")[0]  # not a path: no such hint

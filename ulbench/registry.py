@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -27,8 +28,9 @@ class Entry:
 class Registry:
     """Name -> factory, with did-you-mean errors."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, path_spec: str | None = None):
         self.kind = kind
+        self.path_spec = path_spec  # e.g. "folder:{path}": suggested when an unknown spec is an existing path
         self._entries: dict[str, Entry] = {}
 
     def register(self, name: str, target: str, help: str = "", pattern: str | None = None) -> None:
@@ -54,6 +56,8 @@ class Registry:
                     return entry, {k: v for k, v in m.groupdict().items() if v is not None}
         close = difflib.get_close_matches(spec, self.names(), n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        if self.path_spec and os.path.exists(os.path.expanduser(spec)):  # a path is never taken implicitly
+            hint = f" {spec!r} is an existing path: pass it as {self.path_spec.format(path=spec)!r}."
         raise ValueError(
             f"Unknown {self.kind} {spec!r}.{hint} Known {self.kind}s: {', '.join(self.names())} "
             f"(see `ulbench ls`)."
@@ -96,7 +100,7 @@ METRICS.register("ssim", "ulbench.metrics.psnr_ssim:SSIM", "structural similarit
 METRICS.register("lpips", "ulbench.metrics.lpips_metric:LPIPS", "LPIPS distance (lpips package)")
 METRICS.register("bpp", "ulbench.metrics.bits:BitsPerPixel", "bits per pixel from the space (H·W pixels)")
 
-DATASETS = Registry("dataset")
+DATASETS = Registry("dataset", path_spec="folder:{path}")
 DATASETS.register("embedded", "ulbench.data.embedded:embedded_photos", "crops of scikit-image's bundled photos")
 DATASETS.register(
     "embedded-textures", "ulbench.data.embedded:embedded_textures", "crops of bundled grey textures (other data)"
