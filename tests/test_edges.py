@@ -171,3 +171,28 @@ def test_dataset_path_without_folder_prefix_suggests_it(tmp_path):
     assert f"pass it as 'folder:{root}'" in res.output and res.output.count("\n") == 1
     res = _invoke(["eval", "--space", "pixel", "--data", str(tmp_path / "missing"), "--metrics", "psnr"])
     assert res.exit_code == 2 and "folder:" not in res.output.split("Known")[0]  # not a path: no such hint
+
+
+def test_committed_report_rerenders_its_grids_from_a_fresh_checkout(tmp_path, monkeypatch):
+    """The rows name grids under results/ (absent in a fresh clone); the copies next to the results are used, and
+    a grid found nowhere is said once, not dropped silently."""
+    import shutil
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    clone = tmp_path / "clone" / "reports" / "smoke"
+    shutil.copytree(repo / "reports" / "smoke", clone)
+    monkeypatch.chdir(tmp_path / "clone")  # no results/ here
+    res = _invoke(["report", "reports/smoke/results.jsonl", "--out", str(tmp_path / "elsewhere" / "report")])
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "elsewhere" / "report.md").read_text()
+    html = (tmp_path / "elsewhere" / "report.html").read_text()
+    grids = sorted(p.name for p in (clone / "report_files").glob("*.png") if "generations" in p.name
+                   or "reconstructions" in p.name)
+    assert grids and "## Samples" in md and all(f"report_files/{g})" in md for g in grids)
+    assert html.count("<div class='grid'>") == len(grids) and "warning" not in res.output
+    (clone / "report_files" / grids[0]).unlink()
+    res = _invoke(["report", "reports/smoke/results.jsonl", "--out", str(tmp_path / "third" / "report")])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("warning: sample grid") == 1 and grids[0] in res.output
+    assert (tmp_path / "third" / "report.html").read_text().count("<div class='grid'>") == len(grids) - 1
