@@ -196,3 +196,26 @@ def test_committed_report_rerenders_its_grids_from_a_fresh_checkout(tmp_path, mo
     assert res.exit_code == 0, res.output
     assert res.output.count("warning: sample grid") == 1 and grids[0] in res.output
     assert (tmp_path / "third" / "report.html").read_text().count("<div class='grid'>") == len(grids) - 1
+
+
+def test_install_spec_has_video_extra_and_ranges_and_decodes_without_decord(tmp_path, monkeypatch):
+    """decord ships no aarch64 / macOS-arm64 wheels: it is the `video` extra (pulled by `test`), no exact pins
+    remain, and video decoding falls back to PyAV, naming the extra, when decord does not import."""
+    import sys
+    from pathlib import Path
+
+    from ulbench.data import video
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    spec = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]
+    assert not [d for d in spec["dependencies"] if d.startswith("decord")]
+    assert not [d for d in spec["dependencies"] if "==" in d]
+    extras = spec["optional-dependencies"]
+    assert extras["video"] == ["decord>=0.6.0,<0.7"] and "ulbench[video]" in extras["test"]
+    frames = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    path = video.write_mp4(tmp_path / "clip.mp4", frames, fps=8)
+    monkeypatch.setitem(sys.modules, "decord", None)  # `import decord` raises ImportError
+    got, info = video._LOCAL["decode"](str(path), 4, 1, 0, 0, 0)
+    assert got.shape == (4, 32, 32, 3) and info["decoder"].startswith("pyav (decord is not installed")
+    assert 'pip install "ulbench[video]"' in info["decoder"]

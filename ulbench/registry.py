@@ -121,9 +121,9 @@ DETECTORS.register("proxy", "ulbench.metrics.features:ProxyDetector", "fixed ran
 
 METRICS.register("fvd", "ulbench.metrics.fvd:FVD", "Fréchet video distance (I3D Kinetics-400 logits, 224 px)")
 DATASETS.register("video-embedded", "ulbench.data.video:embedded_videos",
-                  "pan/zoom clips over bundled photos (mp4, decord)")
+                  "pan/zoom clips over bundled photos (mp4; decord or PyAV)")
 DATASETS.register("kinetics600:DIR", "ulbench.data.video:KineticsDataset",
-                  "Kinetics-600 clips + official CSV (decord)", pattern=r"kinetics600:(?P<root>.+)")
+                  "Kinetics-600 clips + official CSV (decord or PyAV)", pattern=r"kinetics600:(?P<root>.+)")
 DETECTORS.register("i3d", "ulbench.metrics.fvd:I3DDetector",
                    "I3D Kinetics-400 (StyleGAN-V TorchScript or VideoGPT state dict)")
 DETECTORS.register("video-proxy", "ulbench.metrics.fvd:VideoProxyDetector",
