@@ -136,7 +136,9 @@ def fid_cmd(dir_a, dir_b, detector, weights, kid, as_json, execution, resolution
     label = "FID [proxy: not FID]" if det.is_proxy else "FID"
     click.echo(f"{label}: {out['fid']:.6f}  (n_a={out['n_a']}, n_b={out['n_b']}, detector={det.name})")
     if kid:
-        click.echo(f"KID: {out['kid']:.6g} ± {out['kid_std']:.3g} (subset size {out['kid_subset_size']})")
+        spread = (f" ± {out['kid_std']:.3g}" if out["kid_std"] is not None
+                  else " (one subset, the whole sets: no spread)")
+        click.echo(f"KID: {out['kid']:.6g}{spread} (subset size {out['kid_subset_size']})")
     for w in out["warnings"]:
         click.echo(f"warning: {w}", err=True)
 
@@ -144,9 +146,12 @@ def fid_cmd(dir_a, dir_b, detector, weights, kid, as_json, execution, resolution
 DATA_OPTS = [
     click.option("--data", default="embedded", show_default=True, help="embedded | embedded-textures | folder:DIR"),
     click.option("--split", default="eval", show_default=True),
-    click.option("--resolution", default=32, show_default=True, type=int),
+    click.option("--resolution", default=None, type=int,
+                 help="ADM centre-crop to N×N. Default: 32 for embedded data; a folder keeps its native size "
+                      "(all its images must share it)."),
     click.option("--skip-bad", is_flag=True, help="Count and skip unreadable images (recorded in results)."),
-    click.option("--limit", default=None, type=int, help="Use only the first N images."),
+    click.option("--limit", default=None, type=int,
+                 help="Use only the first N images (with --skip-bad: the first N readable ones)."),
 ]
 
 
@@ -161,7 +166,14 @@ def _dataset(data, split, resolution, skip_bad, limit):
     from ulbench.data.base import Subset
 
     ds = load_dataset(data, split=split, resolution=resolution, skip_bad=skip_bad)
-    return Subset(ds, limit) if limit is not None else ds
+    if limit is None:
+        return ds
+    sub = Subset(ds, limit)
+    if len(sub) < limit:
+        bad = f" ({len(sub.excluded_bad)} unreadable files skipped)" if sub.excluded_bad else ""
+        click.echo(f"warning: --limit {limit}: {data} has only {len(sub)} readable images{bad}; using those",
+                   err=True)
+    return sub
 
 
 @main.command("ref")
@@ -232,14 +244,12 @@ def eval_cmd(space, data, split, resolution, skip_bad, limit, metrics, detector,
       ulbench eval --space ul:runs/ul-tiny --device cuda --precision bf16 --batch-size 256
     """
     from ulbench import dist
-    from ulbench.evaluation import FRECHET_METRICS, eval_space, place
+    from ulbench.evaluation import FRECHET_METRICS, eval_space, image_metric_classes, place
+    from ulbench.registry import SPACES
     from ulbench.results import append_rows
 
     names = [m.strip() for m in metrics.split(",") if m.strip()]
-    from ulbench.registry import METRICS, SPACES
-
-    for m in names:
-        METRICS.resolve(m)
+    image_metric_classes(names)  # unknown or video metrics: one error line before any work
     SPACES.resolve(space)
     ds = _dataset(data, split, resolution, skip_bad, limit)
     det = _detector(detector, weights, execution) if any(m in FRECHET_METRICS for m in names) else None

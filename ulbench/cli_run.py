@@ -204,7 +204,8 @@ def prepare_cmd(what, src, out, resolution, workers, as_zip):
 @click.option("--space", required=True, help="A frozen encoder: sd-vae-ft-mse:DIR | ul:RUN_DIR | ...")
 @click.option("--data", default="embedded", show_default=True)
 @click.option("--split", default="train", show_default=True)
-@click.option("--resolution", default=32, show_default=True, type=int)
+@click.option("--resolution", default=None, type=int,
+              help="ADM centre-crop to N×N. Default: 32 for embedded data; a folder keeps its native size.")
 @click.option("--out", required=True, help="Folder for shard-*.safetensors and manifest.json")
 @click.option("--shard-size", default=1024, show_default=True)
 @click.option("--seed", default=0, show_default=True)

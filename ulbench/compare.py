@@ -2,27 +2,69 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from ulbench.results import provenance_conflicts, read_rows, rows_frame
+from ulbench.results import COMPARABLE_FIELDS, provenance_conflicts, read_rows, rows_frame
+
+RUN_FIELDS = (*COMPARABLE_FIELDS, "config_hash")  # rows equal in these measured the same thing the same way
 
 
 class ProvenanceMismatch(ValueError):
     """Numbers of one metric were produced under different protocols."""
 
 
+def _run_key(row: dict[str, Any]) -> str:
+    prov = row.get("provenance", {})
+    return json.dumps({f: prov.get(f) for f in RUN_FIELDS}, sort_keys=True, default=str)
+
+
+def distinct_runs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (system, metric, protocol + config hash): repeated measurements of the same thing collapse to
+    the newest; rows that differ in any of RUN_FIELDS all stay (and `check_comparable` then refuses them)."""
+    newest: dict[tuple[str, str, str], dict] = {}
+    for r in rows:
+        key = (r["system"], r["metric"], _run_key(r))
+        if key not in newest or r.get("provenance", {}).get("created_utc", "") >= \
+                newest[key].get("provenance", {}).get("created_utc", ""):
+            newest[key] = r
+    return list(newest.values())
+
+
+def _system_conflicts(rows: list[dict[str, Any]]) -> list[str]:
+    """Lines naming each (system, metric) measured more than one way and the fields that differ."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["system"], r["metric"]), []).append(r)
+    lines = []
+    for (system, metric), group in sorted(groups.items()):
+        if len(group) < 2:
+            continue
+        diffs = []
+        for f in RUN_FIELDS:
+            vals = {json.dumps(r.get("provenance", {}).get(f), sort_keys=True, default=str) for r in group}
+            if len(vals) > 1:
+                diffs.append(f"{f} differs: {' vs '.join(sorted(vals))}")
+        lines.append(f"  {system} {metric}: {len(group)} runs; " + "; ".join(diffs))
+    return lines
+
+
 def check_comparable(rows: list[dict[str, Any]]) -> None:
-    """Raise ProvenanceMismatch naming each metric and field whose provenance differs."""
+    """Raise ProvenanceMismatch naming each system measured more than one way and each metric and field whose
+    provenance differs between systems."""
     conflicts = provenance_conflicts(rows)
-    if conflicts:
-        lines = [f"  {metric}: {field} differs: {' vs '.join(sorted(vals))}"
-                 for metric, fields in sorted(conflicts.items()) for field, vals in sorted(fields.items())]
+    lines = _system_conflicts(rows)
+    if conflicts or lines:
+        lines += [f"  {metric}: {field} differs: {' vs '.join(sorted(vals))}"
+                  for metric, fields in sorted(conflicts.items()) for field, vals in sorted(fields.items())]
         raise ProvenanceMismatch("refusing to compare numbers with different provenance:\n" + "\n".join(lines)
-                                 + "\nre-run the systems under the same protocol (data, detector, n, resize).")
+                                 + "\nre-run the systems under the same protocol (data, detector, n, resize), or "
+                                 "compare one run per system (pass only its result file).")
 
 
 def latest_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Keep the newest row per (system, metric)."""
+    """Keep the newest row per (system, metric) (the regression gate checks the latest run; `compare` keeps
+    every distinct run: `distinct_runs`)."""
     newest: dict[tuple[str, str], dict] = {}
     for r in rows:
         key = (r["system"], r["metric"])
@@ -54,8 +96,9 @@ def pivot(rows: list[dict[str, Any]], metrics: list[str] | None = None):
 
 
 def compare_table(paths: list[str], metrics: list[str] | None = None) -> str:
-    """Markdown table across systems from result files, after the provenance check."""
-    rows = latest_rows(read_rows(paths))
+    """Markdown table across systems from result files, after the provenance check: every distinct run is
+    checked, so one system measured two ways (say n=700 and n=8) is refused, never silently reduced to one row."""
+    rows = distinct_runs(read_rows(paths))
     if metrics:
         rows = [r for r in rows if r["metric"] in metrics]
     if not rows:

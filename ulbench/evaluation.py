@@ -13,15 +13,29 @@ from typing import Any
 
 import numpy as np
 
+from ulbench import __version__
 from ulbench.device import Execution, describe
 from ulbench.harness import compute_all, evaluate_space, run_batches, shard_indices
 from ulbench.metrics.frechet import FeatureStats, frechet_distance, rank_deficiency_warning
 from ulbench.protocols import Batch
 from ulbench.registry import METRICS, SPACES
-from ulbench.results import ResultRow, config_hash, git_sha, package_versions
+from ulbench.results import SCHEMA_VERSION, ResultRow, config_hash, git_sha, package_versions
 from ulbench.spaces import capabilities, space_info
 
 FRECHET_METRICS = ("rfid", "kid")
+
+
+def image_metric_classes(names: list[str]) -> list[type]:
+    """The metric classes of `names`; unknown names and video metrics (which need clips) are a ValueError."""
+    classes = []
+    for name in names:
+        entry, _ = METRICS.resolve(name)
+        cls = entry.load()
+        if getattr(cls, "modality", "image") != "image":
+            raise ValueError(f"{name} is a {cls.modality} metric and `ulbench eval` measures images; video metrics "
+                             f"are computed by the video suite: ulbench run --suite video")
+        classes.append(cls)
+    return classes
 
 
 def build_metrics(names: list[str], num_items: int, detector: Any = None, lpips_backbone: str = "pretrained",
@@ -30,9 +44,7 @@ def build_metrics(names: list[str], num_items: int, detector: Any = None, lpips_
     `execution`'s device and precision."""
     placement = {} if execution is None else {"device": execution.torch_device, "precision": execution.precision}
     out = []
-    for name in names:
-        entry, _ = METRICS.resolve(name)
-        cls = entry.load()
+    for cls in image_metric_classes(names):
         out.append(cls(detector=detector, num_items=num_items, lpips_backbone=lpips_backbone,
                        lpips_weights=lpips_weights, seed=seed, **placement))
     return out
@@ -61,8 +73,9 @@ def execution_provenance(execution: Execution | None, system: Any = None) -> dic
 
 
 def run_provenance(dataset_info: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """Provenance shared by every row of one evaluation."""
-    return {**dataset_info, **extra, "git_sha": git_sha(), "packages": package_versions(),
+    """Provenance shared by every row of one evaluation, with the ulbench version and the row schema version."""
+    return {**dataset_info, **extra, "git_sha": git_sha(), "ulbench_version": __version__,
+            "schema_version": SCHEMA_VERSION, "packages": package_versions(),
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -106,7 +119,8 @@ def eval_space(space_spec: str, dataset: Any, metric_names: list[str], detector:
         "num_images_evaluated": n_total, "batch_size": batch_size, "world_size": world_size,
         **execution_provenance(execution, space),
         "config_hash": config_hash(config), "decode_steps": info.decoder_evals if info.stochastic_decoder else None,
-        "skipped_bad_files": [f for f, _ in out.skipped], "wall_time_s": round(time.perf_counter() - t0, 3)})
+        "skipped_bad_files": [f for f, _ in [*getattr(dataset, "excluded_bad", []), *out.skipped]],
+        "wall_time_s": round(time.perf_counter() - t0, 3)})
     run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{config_hash(config)}"
     return rows_from_values(values, getattr(space, "name", space_spec), run_id, prov)
 
@@ -152,15 +166,10 @@ def fid_between(feats_a: np.ndarray, ref: tuple[np.ndarray, np.ndarray, int] | n
     if kid:
         if isinstance(ref, tuple):
             raise ValueError("KID needs the reference features, not only (mu, sigma): pass a folder, not a .npz")
-        import torch
-        from torch_fidelity.metric_kid import kid_features_to_metric
+        from ulbench.metrics.fid import kid_from_features
 
-        size = min(1000, len(feats_a), len(ref))
-        k = kid_features_to_metric(torch.from_numpy(feats_a), torch.from_numpy(ref), kid_subsets=100,
-                                   kid_subset_size=size, kid_degree=3, kid_gamma=None, kid_coef0=1, rng_seed=seed,
-                                   verbose=False)
-        out.update(kid=k["kernel_inception_distance_mean"], kid_std=k["kernel_inception_distance_std"],
-                   kid_subset_size=size)
+        mean, std, size, _ = kid_from_features(feats_a, ref, seed=seed)
+        out.update(kid=mean, kid_std=std, kid_subset_size=size)
     return out
 
 
@@ -171,8 +180,12 @@ def ref_cache_dir() -> Path:
 
 
 def ref_name(dataset_info: dict[str, Any], detector_prov: dict[str, Any], n: int) -> str:
-    """Cache name holding dataset, split, resolution, detector, weights hash, resize and n (clean-fid style)."""
-    parts = [dataset_info["dataset"].replace("/", "_").replace(":", "-"), dataset_info["split"],
+    """Cache name holding dataset (and its content fingerprint), split, resolution, detector, weights hash, resize
+    and n (clean-fid style)."""
+    dataset = dataset_info["dataset"].replace("/", "_").replace(":", "-")
+    if dataset_info.get("dataset_fingerprint"):  # two folders sharing a basename never share statistics
+        dataset += f"-{dataset_info['dataset_fingerprint']}"
+    parts = [dataset, dataset_info["split"],
              f"res{dataset_info['resolution']}", detector_prov["detector"],
              detector_prov["detector_weights_sha256"][:12], detector_prov["resize"].replace(" ", "_"), f"n{n}"]
     if detector_prov.get("detector_precision"):  # reduced-precision statistics never mix with fp32 ones
@@ -193,7 +206,8 @@ def reference_stats(dataset: Any, detector: Any, batch_size: int = 64, num_worke
         cache.store(idx, feats)
         cache.save()
     mu, sigma = stats_of(feats).mean_cov()
-    prov = {**{k: dataset.info().get(k) for k in ("dataset", "split", "resolution")}, "n": len(feats)}
+    prov = {**{k: dataset.info().get(k) for k in ("dataset", "dataset_fingerprint", "split", "resolution")},
+            "n": len(feats)}
     return ReferenceStats(mu, sigma, len(feats), prov)
 
 
@@ -228,8 +242,8 @@ def eval_generator(generator: Any, ref_dataset: Any, detector: Any, num_samples:
     values = compute_all([metric])
     info = generator.info()
     config = {"generator": info, "reference": ref.provenance, "num_samples": num_samples, "seed": seed}
-    prov = run_provenance({"dataset": ref_dataset.info()["dataset"], "split": "generated",
-                           "resolution": ref_dataset.resolution}, {
+    ref_info = {k: v for k, v in ref_dataset.info().items() if k in ("dataset", "dataset_fingerprint")}
+    prov = run_provenance({**ref_info, "split": "generated", "resolution": ref_dataset.resolution}, {
         "system_info": info, "seed": seed, "seeds": "per sample: (seed << 32) + sample index",
         "labels": "per sample from the reference split's class frequencies", "batch_size": batch_size,
         "world_size": world_size, **execution_provenance(execution, generator), "config_hash": config_hash(config),

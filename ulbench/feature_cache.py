@@ -19,17 +19,13 @@ from ulbench.results import atomic_write_text
 
 
 def dataset_fingerprint(dataset: Any) -> str:
-    """Stable id of a dataset's content: its provenance, plus file names, sizes and mtimes for folders."""
+    """Cache id of a dataset: its provenance (for folders this holds the content fingerprint, see
+    `ulbench.data.folder._Source.fingerprint`) plus each file's change stamp (mtime, or CRC in a zip), so an
+    edited file is never served stale features."""
     h = hashlib.sha256(json.dumps(dataset.info(), sort_keys=True, default=str).encode())
     source = getattr(dataset, "source", None) or getattr(getattr(dataset, "dataset", None), "source", None)
     if source is not None:
-        if source.is_zip:
-            st = os.stat(source.root)
-            h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
-        else:
-            for name in source.names:
-                st = os.stat(source.root / name)
-                h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}".encode())
+        h.update(json.dumps(source.listing()).encode())
     return h.hexdigest()[:16]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -29,8 +30,9 @@ class Entry:
 class Registry:
     """Name -> factory, with did-you-mean errors."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, path_spec: str | None = None):
         self.kind = kind
+        self.path_spec = path_spec  # e.g. "folder:{path}": suggested when an unknown spec is an existing path
         self._entries: dict[str, Entry] = {}
 
     def register(self, name: str, target: str | Callable[..., Any], help: str = "", pattern: str | None = None) -> None:
@@ -58,6 +60,8 @@ class Registry:
     def _unknown(self, spec: str, extra: str = "") -> ValueError:
         close = difflib.get_close_matches(spec, self.names(), n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        if self.path_spec and os.path.exists(os.path.expanduser(spec)):  # a path is never taken implicitly
+            hint = f" {spec!r} is an existing path: pass it as {self.path_spec.format(path=spec)!r}."
         return ValueError(f"Unknown {self.kind} {spec!r}.{hint} Known {self.kind}s: {', '.join(self.names())} "
                           f"(see `ulbench ls`).{extra}")
 
@@ -200,7 +204,7 @@ METRICS.register("ssim", "ulbench.metrics.psnr_ssim:SSIM", "structural similarit
 METRICS.register("lpips", "ulbench.metrics.lpips_metric:LPIPS", "LPIPS distance (lpips package)")
 METRICS.register("bpp", "ulbench.metrics.bits:BitsPerPixel", "bits per pixel from the space (H·W pixels)")
 
-DATASETS = Registry("dataset")
+DATASETS = Registry("dataset", path_spec="folder:{path}")
 DATASETS.register("embedded", "ulbench.data.embedded:embedded_photos", "crops of scikit-image's bundled photos")
 DATASETS.register(
     "embedded-textures", "ulbench.data.embedded:embedded_textures", "crops of bundled grey textures (other data)"
@@ -221,9 +225,9 @@ DETECTORS.register("proxy", "ulbench.metrics.features:ProxyDetector", "fixed ran
 
 METRICS.register("fvd", "ulbench.metrics.fvd:FVD", "Fréchet video distance (I3D Kinetics-400 logits, 224 px)")
 DATASETS.register("video-embedded", "ulbench.data.video:embedded_videos",
-                  "pan/zoom clips over bundled photos (mp4, decord)")
+                  "pan/zoom clips over bundled photos (mp4; decord or PyAV)")
 DATASETS.register("kinetics600:DIR", "ulbench.data.video:KineticsDataset",
-                  "Kinetics-600 clips + official CSV (decord)", pattern=r"kinetics600:(?P<root>.+)")
+                  "Kinetics-600 clips + official CSV (decord or PyAV)", pattern=r"kinetics600:(?P<root>.+)")
 DETECTORS.register("i3d", "ulbench.metrics.fvd:I3DDetector",
                    "I3D Kinetics-400 (StyleGAN-V TorchScript or VideoGPT state dict)")
 DETECTORS.register("video-proxy", "ulbench.metrics.fvd:VideoProxyDetector",

@@ -15,8 +15,12 @@ from pathlib import Path
 from typing import Any, Iterable
 
 # Provenance fields that must be equal for two numbers of the same metric to be set side by side.
-COMPARABLE_FIELDS = ("dataset", "split", "resolution", "n", "detector", "detector_weights_sha256", "resize",
-                     "reference", "lpips_backbone", "decode_steps_policy", "detector_precision")
+COMPARABLE_FIELDS = ("dataset", "dataset_fingerprint", "split", "resolution", "n", "detector",
+                     "detector_weights_sha256", "resize", "reference", "lpips_backbone", "decode_steps_policy",
+                     "detector_precision")
+# Version of the row layout: 2 added ulbench_version, schema_version and dataset_fingerprint to provenance; rows
+# without schema_version are version 1 and read the same way (absent fields are None).
+SCHEMA_VERSION = 2
 PACKAGES = ("torch", "torchvision", "numpy", "scipy", "torch-fidelity", "clean-fid", "scikit-image", "lpips",
             "diffusers", "pillow")
 
@@ -73,6 +77,11 @@ def git_sha() -> str:
         return (sha + ("+dirty" if dirty else "")) if sha else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def schema_version(row: dict[str, Any]) -> int:
+    """The row layout version of a result row read from JSON (1 for rows written before it was recorded)."""
+    return int(row.get("provenance", {}).get("schema_version", 1))
 
 
 @lru_cache(maxsize=1)

@@ -62,31 +62,60 @@ class TensorImageDataset(ImageDataset):
         return {**super().info(), **self.details}
 
 
-def load_dataset(spec: str, split: str = "eval", resolution: int = 32, **kwargs: Any) -> ImageDataset:
-    """Build a dataset by registry name ("embedded", "embedded-textures", "folder:DIR")."""
+def load_dataset(spec: str, split: str = "eval", resolution: int | None = None, **kwargs: Any) -> ImageDataset:
+    """Build a dataset by registry name ("embedded", "embedded-textures", "folder:DIR"); resolution None leaves
+    each dataset its own default (embedded sets: 32 px; folders: the images' native size)."""
     from ulbench.registry import DATASETS
 
-    return DATASETS.build(spec, split=split, resolution=resolution, **kwargs)
+    if resolution is not None:
+        kwargs["resolution"] = resolution
+    return DATASETS.build(spec, split=split, **kwargs)
 
 
 class Subset(ImageDataset):
-    """The first `limit` images of a dataset (for quick runs); provenance records the limit."""
+    """The first `limit` images of a dataset (for quick runs); provenance records the limit. On a dataset that
+    skips bad files (skip_bad), they are the first `limit` readable images: files are decoded in order until
+    that many decode (the unreadable ones are kept in `excluded_bad`), so fewer exist only when the whole dataset
+    has fewer readable images (then len() < limit)."""
 
-    def __init__(self, dataset: ImageDataset, limit: int):
+    def __init__(self, dataset: ImageDataset, limit: int, scan_batch: int = 64):
         if limit < 1:
             raise ValueError(f"--limit must be >= 1, got {limit}")
-        self.dataset, self.limit = dataset, min(limit, len(dataset))
+        self.dataset, self.requested = dataset, limit
         self.name, self.split = dataset.name, dataset.split
         self.num_classes, self.resolution = dataset.num_classes, dataset.resolution
         self.skipped = getattr(dataset, "skipped", [])
+        self.excluded_bad: list[tuple[str, str]] = []
+        if getattr(dataset, "skip_bad", False) and hasattr(dataset, "get_valid"):
+            good: list[int] = []
+            for i in range(len(dataset)):
+                if len(good) == limit:
+                    break
+                n_skip = len(dataset.skipped)
+                _, _, kept = dataset.get_valid([i])
+                self.excluded_bad += dataset.skipped[n_skip:]
+                del dataset.skipped[n_skip:]  # recorded here; the evaluation never reads these files again
+                good += kept.tolist()
+            self.indices = np.array(good, dtype=np.int64)
+            self.get_valid = self._get_valid  # the harness reads readable images and skip records through it
+        else:
+            self.indices = np.arange(min(limit, len(dataset)), dtype=np.int64)
+        self.limit = len(self.indices)
 
     def __len__(self) -> int:
         return self.limit
 
     def get(self, indices):
         """Images at indices (< limit)."""
-        return self.dataset.get(indices)
+        return self.dataset.get(self.indices[np.asarray(indices, dtype=np.int64)])
+
+    def _get_valid(self, indices):
+        images, labels, kept = self.dataset.get_valid(self.indices[np.asarray(indices, dtype=np.int64)])
+        return images, labels, np.searchsorted(self.indices, kept).astype(np.int64)
 
     def info(self) -> dict[str, Any]:
-        """The parent's provenance with the limit."""
-        return {**self.dataset.info(), "num_images": self.limit, "limit": self.limit}
+        """The parent's provenance with the limit (and the unreadable files passed over to reach it)."""
+        out = {**self.dataset.info(), "num_images": self.limit, "limit": self.requested}
+        if self.excluded_bad:
+            out["skipped_bad_files"] = out.get("skipped_bad_files", 0) + len(self.excluded_bad)
+        return out

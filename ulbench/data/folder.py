@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -17,6 +18,7 @@ from ulbench.data.base import ImageDataset
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
 RGB_CONVERTIBLE_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr")
+FINGERPRINT_SAMPLE_FILES = 64  # files whose bytes are hashed, evenly spaced over the sorted list
 
 
 class BadImageError(ValueError):
@@ -72,6 +74,39 @@ class _Source:
             meta = root / "dataset.json"
             self.meta = json.loads(meta.read_text()) if meta.is_file() else None
         self._zip, self._zip_pid = None, 0
+        self._listing: list[tuple[str, int, int]] | None = None
+        self._fingerprint: str | None = None
+
+    def listing(self) -> list[tuple[str, int, int]]:
+        """(name, size in bytes, change stamp) per image, in name order: the stamp is the mtime (ns) in a folder,
+        the CRC-32 of the content in a zip (its central directory holds both, nothing is decompressed)."""
+        if self._listing is None:
+            if self.is_zip:
+                with zipfile.ZipFile(self.root) as z:
+                    infos = {i.filename: i for i in z.infolist()}
+                self._listing = [(n, infos[n].file_size, infos[n].CRC) for n in self.names]
+            else:
+                stats = [os.stat(self.root / n) for n in self.names]
+                self._listing = [(n, st.st_size, st.st_mtime_ns) for n, st in zip(self.names, stats)]
+        return self._listing
+
+    def fingerprint(self) -> str:
+        """Content fingerprint (16 hex digits of sha256): sorted relative names, byte sizes (and zip CRCs), the
+        labels file, and the full bytes of FINGERPRINT_SAMPLE_FILES files evenly spaced over the sorted list.
+        Cheap on ImageNet-size folders (one stat per file, which listing pays anyway, plus 64 file reads); it
+        ignores paths and modification times, so a copy of a folder has the same fingerprint and two folders
+        that merely share a basename do not. An edit that keeps a file's size and misses the sample escapes it
+        (the feature cache also keys on modification times)."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            for name, size, stamp in self.listing():
+                h.update(f"{name}\t{size}\t{stamp if self.is_zip else ''}\n".encode())
+            h.update(json.dumps(self.meta, sort_keys=True).encode())
+            picks = np.unique(np.linspace(0, len(self.names) - 1, FINGERPRINT_SAMPLE_FILES).astype(np.int64))
+            for i in picks:
+                h.update(hashlib.sha256(self.read(self.names[int(i)])).digest())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
 
     def read(self, name: str) -> bytes:
         if not self.is_zip:
@@ -84,9 +119,10 @@ class _Source:
 class ImageFolderDataset(ImageDataset):
     """ImageNet layout (one sub-folder per class -> integer label) or a zip of PNGs with an optional
     edm2-style `dataset.json` ({"labels": [[name, label], ...]}); ADM centre crop to `resolution`
-    (resolution=None keeps native sizes, as torch-fidelity reads folders)."""
+    (resolution=None keeps the native size, as torch-fidelity reads folders: every image must have the size of the
+    first readable one, else loading stops with an error asking for --resolution N)."""
 
-    def __init__(self, root: str, split: str = "eval", resolution: int | None = 32, skip_bad: bool = False,
+    def __init__(self, root: str, split: str = "eval", resolution: int | None = None, skip_bad: bool = False,
                  **_: Any):
         path = Path(root).expanduser()
         if not path.exists():
@@ -101,6 +137,10 @@ class ImageFolderDataset(ImageDataset):
         self.name = f"folder:{Path(root).name}"
         self.split = split
         self.resolution = resolution or 0
+        self.size_from = ""  # the image that fixed the native size
+        self.native_size = None if resolution else self._probe_size()  # (height, width) every image must have
+        if self.native_size and self.native_size[0] == self.native_size[1]:
+            self.resolution = self.native_size[0]
         self.skip_bad = skip_bad
         self.skipped: list[tuple[str, str]] = []
         self.labels = self._labels()
@@ -116,14 +156,31 @@ class ImageFolderDataset(ImageDataset):
         return np.array([index.get(n.split("/")[0], 0) if "/" in n else 0 for n in self.source.names],
                         dtype=np.int64)
 
+    def _probe_size(self) -> tuple[int, int] | None:
+        """(height, width) from the header of the first readable image (no decoding), or None if none opens."""
+        for name in self.source.names:
+            try:
+                with Image.open(io.BytesIO(self.source.read(name))) as img:
+                    self.size_from = name
+                    return img.size[1], img.size[0]
+            except Exception:  # a bad file: load() reports it (or skips it with skip_bad)
+                continue
+        return None
+
     def __len__(self) -> int:
         return len(self.source.names)
 
     def load(self, i: int) -> np.ndarray:
-        """Decode and centre-crop image i (uint8 HxWx3)."""
+        """Decode and centre-crop image i (uint8 HxWx3); at native size, an image of another size is an error."""
         name = self.source.names[i]
         img = decode_image(self.source.read(name), f"{self.source.root}/{name}")
-        return adm_center_crop(img, self.resolution) if self.resolution else img
+        if self.resolution and self.native_size is None:
+            return adm_center_crop(img, self.resolution)
+        if self.native_size is not None and img.shape[:2] != self.native_size:
+            (h, w), (h0, w0) = img.shape[:2], self.native_size
+            raise ValueError(f"{self.source.root}/{name} is {w}x{h} px but {self.size_from} is {w0}x{h0}: "
+                             f"the folder mixes image sizes; pass --resolution N to centre-crop all to N×N")
+        return img
 
     def get_valid(self, indices) -> tuple[list[np.ndarray], torch.Tensor, np.ndarray]:
         """Decode `indices`; with skip_bad, bad files are counted in `self.skipped` and left out."""
@@ -143,11 +200,13 @@ class ImageFolderDataset(ImageDataset):
         """Images (uint8 NCHW, all `resolution`²) and labels; bad files raise unless skip_bad."""
         images, labels, _ = self.get_valid(indices)
         if not images:
-            return torch.zeros((0, 3, self.resolution, self.resolution), dtype=torch.uint8), labels
+            h, w = self.native_size or (self.resolution, self.resolution)
+            return torch.zeros((0, 3, h, w), dtype=torch.uint8), labels
         return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), labels
 
     def info(self) -> dict[str, Any]:
         """Provenance: source path, crop, and the files skipped as bad."""
-        return {**super().info(), "source": str(self.source.root),
-                "preprocess": f"ADM centre crop to {self.resolution}" if self.resolution else "none (native size)",
+        return {**super().info(), "source": str(self.source.root), "dataset_fingerprint": self.source.fingerprint(),
+                "preprocess": ("none (native size {1}x{0})".format(*self.native_size) if self.native_size
+                               else f"ADM centre crop to {self.resolution}"),
                 "skipped_bad_files": len(self.skipped)}

@@ -1,4 +1,5 @@
-"""Video clips: decord decoding in a killable worker process, the Kinetics-600 layout, and embedded pan/zoom clips.
+"""Video clips: decord decoding (the optional `video` extra; PyAV without it) in a killable worker process, the
+Kinetics-600 layout, and embedded pan/zoom clips.
 
 Hang guard: decord 0.6.0 can spin forever inside native code while holding the GIL (dmlc/decord#373, #375:
 only SIGKILL stops it), so a thread timeout cannot help. Clips are decoded in one persistent worker
@@ -65,15 +66,23 @@ def decode_pyav(path, num_frames, stride, start, seed, index):
     return np.stack([every[i] for i in idx]), {"num_available": len(every), "fps": fps, "indices": idx.tolist()}
 
 
+NO_DECORD = 'decord is not installed (optional: pip install "ulbench[video]")'
+
+
 def decode(path, num_frames, stride, start, seed, index):
     try:
         frames, info = decode_decord(path, num_frames, stride, start, seed, index)
     except Exception as e:  # decord 0.6.0 rejects some valid files (e.g. 48 px wide): PyAV decodes all frames
+        why = NO_DECORD if isinstance(e, ImportError) else f"decord failed: {str(e)[-80:]}"
         try:
             frames, info = decode_pyav(path, num_frames, stride, start, seed, index)
+        except ImportError as e2:
+            raise RuntimeError(f"no video decoder: {why}, and PyAV does not import ({e2}); "
+                               f"pip install av, or pip install \"ulbench[video]\"") from None
         except Exception as e2:
-            raise ValueError(f"decord: {type(e).__name__}: {e}; PyAV: {type(e2).__name__}: {e2}") from None
-        info["decoder"] = f"pyav (decord failed: {str(e)[-80:]})"
+            first = NO_DECORD if isinstance(e, ImportError) else f"decord: {type(e).__name__}: {e}"
+            raise ValueError(f"{first}; PyAV: {type(e2).__name__}: {e2}") from None
+        info["decoder"] = f"pyav ({why})"
     frames = np.ascontiguousarray(frames, dtype=np.uint8)
     if frames.ndim != 4 or frames.shape[0] != num_frames or frames.shape[-1] != 3:
         raise ValueError(f"decoder returned frames of shape {frames.shape}")
@@ -124,8 +133,8 @@ class _DecodeWorker:
             head = json.loads(self._read(time.monotonic() + WORKER_START_TIMEOUT_S))
         except (TimeoutError, EOFError, ValueError) as e:
             self.stop()
-            raise RuntimeError(f"the video decode worker did not start ({type(e).__name__}); is decord installed "
-                               f"for {sys.executable}? Try `python -c 'import decord'`") from e
+            raise RuntimeError(f"the video decode worker did not start ({type(e).__name__}); does numpy import "
+                               f"for {sys.executable}? Try `python -c 'import numpy'`") from e
         if not head.get("ready"):
             self.stop()
             raise RuntimeError(f"the video decode worker sent {head!r} instead of a ready message")

@@ -16,6 +16,7 @@ class AdditiveMetric:
     label = "metric"
     higher_is_better = False
     needs: frozenset[str] = frozenset()
+    modality = "image"  # "video": measured on clips by the video suite, not by `ulbench eval`
 
     def __init__(self) -> None:
         self.state: dict[str, np.ndarray] = self.init_state()

@@ -82,8 +82,31 @@ class FID(AdditiveMetric):
         return {**self.detector.provenance(), "reference": ref}
 
 
+def kid_from_features(real, fake, subsets: int = 100, subset_size: int = 1000,
+                      seed: int = 0) -> tuple[float, float | None, int, int]:
+    """KID (Bińkowski et al. 2018, unbiased MMD², cubic kernel) via torch-fidelity: (mean, std, size, subsets).
+
+    Subset rule: size = min(subset_size, n_real, n_fake), torch-fidelity's default of 1000 capped at the set sizes.
+    When size equals both set sizes, every subset is the whole set (fewer than 2 distinct subsets are possible):
+    KID is computed once on the full sets and its std is None (not reported), instead of the spurious
+    ± 2e-16 that 100 identical subsets give. Otherwise std is the spread over `subsets` random subsets.
+    """
+    import torch
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    real, fake = torch.as_tensor(real), torch.as_tensor(fake)
+    size = min(subset_size, len(real), len(fake))
+    whole = size == len(real) == len(fake)
+    subsets = 1 if whole else subsets
+    out = kid_features_to_metric(real, fake, kid_subsets=subsets, kid_subset_size=size, kid_degree=3,
+                                 kid_gamma=None, kid_coef0=1, rng_seed=seed, verbose=False)
+    std = None if whole else float(out["kernel_inception_distance_std"])
+    return float(out["kernel_inception_distance_mean"]), std, size, subsets
+
+
 class KID(AdditiveMetric):
-    """Kernel Inception Distance via torch-fidelity's `kid_features_to_metric` (cubic kernel, 100 subsets).
+    """Kernel Inception Distance via torch-fidelity's `kid_features_to_metric` (cubic kernel, 100 subsets; subset
+    size and stderr by the rule of `kid_from_features`).
 
     State: features scattered into an (N_total, D) float64 array by dataset index plus a mask, so shards and
     ranks merge by addition (no all_gather of unequal sizes) and order never depends on batching.
@@ -114,9 +137,8 @@ class KID(AdditiveMetric):
             self.state[f"mask_{which}"][batch.indices] += 1
 
     def compute(self) -> dict[str, MetricValue]:
-        """Mean and std of the unbiased MMD² over random subsets (torch-fidelity's estimator)."""
+        """Mean and std of the unbiased MMD² over random subsets (torch-fidelity's estimator; `kid_from_features`)."""
         import torch
-        from torch_fidelity.metric_kid import kid_features_to_metric
 
         feats = {}
         for which in ("real", "fake"):
@@ -127,11 +149,9 @@ class KID(AdditiveMetric):
         n = min(len(feats["real"]), len(feats["fake"]))
         if n < 2:
             raise ValueError(f"KID needs at least 2 samples per set, got {n}")
-        size = min(self.subset_size, n)
-        out = kid_features_to_metric(feats["real"], feats["fake"], kid_subsets=self.subsets, kid_subset_size=size,
-                                     kid_degree=3, kid_gamma=None, kid_coef0=1, rng_seed=self.seed, verbose=False)
-        return {self.name: MetricValue(out["kernel_inception_distance_mean"], out["kernel_inception_distance_std"],
-                                       int(len(feats["fake"])), {"subset_size": size, "subsets": self.subsets})}
+        mean, std, size, subsets = kid_from_features(feats["real"], feats["fake"], self.subsets, self.subset_size,
+                                                     self.seed)
+        return {self.name: MetricValue(mean, std, int(len(feats["fake"])), {"subset_size": size, "subsets": subsets})}
 
     def provenance(self) -> dict[str, Any]:
         """Detector provenance and the subset protocol."""

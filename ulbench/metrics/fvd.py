@@ -308,6 +308,7 @@ class FVD(FID):
     `fake` clips to the real clips (or precomputed reference statistics), from additive float64 sums."""
 
     name, label, higher_is_better = "fvd", "FVD", False
+    modality = "video"
 
     def __init__(self, detector: Detector | str = "i3d", weights: str | None = None,
                  reference: ReferenceStats | None = None, stride: int = 1, fps: float | None = None, **_: Any):

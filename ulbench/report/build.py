@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import html
 import re
+import sys
 from pathlib import Path
+from typing import Callable
 
 from ulbench.report import plots, tables
 from ulbench.report.significance import ORDERING_RULE
@@ -26,8 +28,24 @@ def _data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
-def build_report(paths: list[str], out: str, title: str | None = None) -> tuple[Path, Path]:
-    """Render the tables, plots, sample grids and provenance of result files into out.md and out.html."""
+def _grid_file(system: str, kind: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{system}-{kind}") + ".png"
+
+
+def find_grid(stored: str, fname: str, results_dirs: list[Path], assets: Path) -> Path | None:
+    """A sample grid's PNG: where the row says (absolute or from the working directory), then relative to the
+    results file's folder, then the copy a report rendered next to the results (`*_files/`, e.g. a committed
+    `reports/smoke/report_files/`), then this report's own earlier copy; None when none exists."""
+    candidates = [Path(stored)] + [d / stored for d in results_dirs]
+    candidates += [f / fname for d in results_dirs for f in sorted(d.glob("*_files"))] + [assets / fname]
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def build_report(paths: list[str], out: str, title: str | None = None,
+                 log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> tuple[Path, Path]:
+    """Render the tables, plots, sample grids and provenance of result files into out.md and out.html. Grids are
+    copied into `out_files/` (and embedded in the HTML), so the report re-renders from any checkout; a grid that
+    cannot be found is said once (to `log` and in the report's warnings), never dropped silently."""
     rows = read_rows(paths)
     if not rows:
         raise ValueError("no result rows to report")
@@ -46,11 +64,22 @@ def build_report(paths: list[str], out: str, title: str | None = None) -> tuple[
     ours = tables.ours_provenance(rows)
     figures = {"rate_distortion": plots.rate_distortion(rows, proxy), "cost_quality": plots.cost_quality(rows, proxy)}
     warnings = sorted({w for r in rows for w in r.get("warnings", [])})
-    grids = []
+    results_dirs = list(dict.fromkeys(Path(p) if Path(p).is_dir() else Path(p).parent for p in paths))
+    grids, seen, missing = [], set(), []
     for r in rows:
         for kind, p in (r.get("extra", {}).get("grids") or {}).items():
-            if Path(p).is_file() and (r["system"], kind) not in [(g[0], g[1]) for g in grids]:
-                grids.append((r["system"], kind, Path(p).read_bytes()))
+            if (r["system"], kind) in seen:
+                continue
+            seen.add((r["system"], kind))
+            found = find_grid(p, _grid_file(r["system"], kind), results_dirs, assets)
+            if found is None:
+                missing.append(f"sample grid '{kind}' of {r['system']} not found at {p} nor next to the results "
+                               f"(*_files/{_grid_file(r['system'], kind)}); left out of this report")
+            else:
+                grids.append((r["system"], kind, found.read_bytes()))
+    for m in missing:
+        log(f"warning: {m}")
+    warnings = sorted(set(warnings) | set(missing))
 
     md = [f"# {title}", ""]
     html_parts = [f"<h1>{html.escape(title)}</h1>"]
@@ -84,7 +113,7 @@ def build_report(paths: list[str], out: str, title: str | None = None) -> tuple[
         md += ["## Samples", ""]
         html_parts.append("<h2>Samples</h2>")
         for system, kind, png in grids:
-            fname = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{system}-{kind}") + ".png"
+            fname = _grid_file(system, kind)
             (assets / fname).write_bytes(png)
             md.append(f"![{system} {kind}]({name}_files/{fname})")
             html_parts.append(f"<div class='grid'><img alt='{html.escape(system)} {html.escape(kind)}' "

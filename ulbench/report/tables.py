@@ -125,7 +125,7 @@ def orderings(rows: list[dict[str, Any]], baseline: str = "baseline") -> pd.Data
 def provenance_block(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """The provenance of every number: one line per (run, metric) with the key fields."""
     keys = ("detector", "detector_weights_sha256", "resize", "dataset", "split", "resolution", "n", "seed",
-            "decode_steps", "world_size", "config_hash", "git_sha", "wall_time_s")
+            "decode_steps", "world_size", "config_hash", "git_sha", "ulbench_version", "wall_time_s")
     recs = []
     for r in rows:
         p = r.get("provenance", {})
