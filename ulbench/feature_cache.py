@@ -21,6 +21,9 @@ from ulbench.results import atomic_write_text
 def dataset_fingerprint(dataset: Any) -> str:
     """Stable id of a dataset's content: its provenance, plus file names, sizes and mtimes for folders."""
     h = hashlib.sha256(json.dumps(dataset.info(), sort_keys=True, default=str).encode())
+    file_id = getattr(dataset, "file_id", None) or getattr(getattr(dataset, "dataset", None), "file_id", None)
+    if file_id:  # one-file datasets (ADM .npz batches): size and mtime
+        h.update(file_id.encode())
     source = getattr(dataset, "source", None) or getattr(getattr(dataset, "dataset", None), "source", None)
     if source is not None:
         if source.is_zip:

@@ -105,6 +105,10 @@ DATASETS.register(
     "folder:DIR", "ulbench.data.folder:ImageFolderDataset", "ImageNet-layout folder or zip of PNGs (ADM crop)",
     pattern=r"folder:(?P<root>.+)",
 )
+DATASETS.register(
+    "npz:PATH", "ulbench.data.npz:NpzDataset", "ADM sample batch .npz (arr_0 uint8 NHWC, optional arr_1 labels)",
+    pattern=r"npz:(?P<path>.+)",
+)
 
 DETECTORS = Registry("detector")
 DETECTORS.register(

@@ -63,8 +63,12 @@ class TensorImageDataset(ImageDataset):
 
 
 def load_dataset(spec: str, split: str = "eval", resolution: int = 32, **kwargs: Any) -> ImageDataset:
-    """Build a dataset by registry name ("embedded", "embedded-textures", "folder:DIR")."""
+    """Build a dataset by registry name ("embedded", "embedded-textures", "folder:DIR", "npz:PATH"; a bare path
+    ending in .npz is an ADM sample batch)."""
     from ulbench.registry import DATASETS
+
+    if spec.lower().endswith(".npz") and not spec.startswith("npz:"):
+        spec = f"npz:{spec}"
 
     return DATASETS.build(spec, split=split, resolution=resolution, **kwargs)
 
