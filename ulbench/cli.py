@@ -100,51 +100,67 @@ WEIGHTS_OPT = click.option("--weights", default=None, help="Inception weights fi
 @click.argument("dir_b")
 @DETECTOR_OPT
 @WEIGHTS_OPT
-@click.option("--kid", is_flag=True, help="Also compute KID (needs two folders).")
+@click.option("--kid", is_flag=True, help="Also compute KID (needs images on both sides).")
+@click.option("--isc", is_flag=True, help="Also the Inception Score of A (Inception detectors only).")
+@click.option("--prc", is_flag=True, help="Also precision/recall, k=3, of A (generated) against B (real images).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @execution_options()
 @click.option("--resolution", default=None, type=int, help="ADM centre-crop both sets to this size first.")
-def fid_cmd(dir_a, dir_b, detector, weights, kid, as_json, execution, resolution):
-    """FID (and KID) between two image folders, or a folder and a reference .npz (mu, sigma).
+@click.option("--skip-bad", is_flag=True, help="Count and skip unreadable image files (reported, in the rows).")
+@click.option("--ref-n", default=None, type=int,
+              help="Require a cached reference (from `ulbench ref`) to hold this many images (default: any n).")
+@click.option("--out", default=None, help="Directory: rows are appended to OUT/results.jsonl.")
+def fid_cmd(dir_a, dir_b, detector, weights, kid, isc, prc, as_json, execution, resolution, skip_bad, ref_n, out):
+    """FID (and KID, IS, precision/recall) between images A and B. Each of A and B is an image folder or an ADM
+    sample batch (.npz with arr_0 uint8 NHWC); B may also be reference statistics (.npz with mu, sigma: ADM's or
+    `ulbench ref`'s, whose .json sidecar must match this run's detector, resize and resolution).
 
     \b
     Examples:
-      ulbench fid samples/ refs/ --weights weights-inception-2015-12-05-6726825d.pth --kid
-      ulbench fid samples/ VIRTUAL_imagenet512.npz --json
+      ulbench fid samples/ refs/ --weights weights-inception-2015-12-05-6726825d.pth --kid --isc --prc
+      ulbench fid samples.npz VIRTUAL_imagenet512.npz --json --out results/
       ulbench fid a/ b/ --detector proxy        # offline: labelled proxy, not FID
     """
-    from ulbench.data.folder import ImageFolderDataset
-    from ulbench.evaluation import dataset_features, fid_between, run_provenance
-    from ulbench.metrics.frechet import stats_from_npz
+    from ulbench.evaluation import run_provenance
+    from ulbench.fid_job import compute_fid_job, fid_rows, open_input
+    from ulbench.results import append_rows
 
     det = _detector(detector, weights, execution)
-    batch_size, workers = execution.batch_size or 64, execution.num_workers
-    data_a = ImageFolderDataset(dir_a, split="all", resolution=resolution)
-    feats_a = dataset_features(data_a, det, batch_size, num_workers=workers)
-    if dir_b.endswith(".npz"):
-        mu, sigma, n_b = stats_from_npz(dir_b, with_n=True)
-        out = fid_between(feats_a, (mu, sigma, n_b), kid=kid)
-    else:
-        data_b = ImageFolderDataset(dir_b, split="all", resolution=resolution)
-        out = fid_between(feats_a, dataset_features(data_b, det, batch_size, num_workers=workers), kid=kid)
-    out["metric"] = "fid[proxy]" if det.is_proxy else "fid"
-    out["provenance"] = run_provenance({"a": dir_a, "b": dir_b, "resolution": resolution},
-                                       {**det.provenance(), **execution.provenance()})
+    a, b = open_input(dir_a, resolution, skip_bad), open_input(dir_b, resolution, skip_bad)
+    res = compute_fid_job(a, b, det, kid=kid, isc=isc, prc=prc, ref_n=ref_n, batch_size=execution.batch_size or 64,
+                          num_workers=execution.num_workers)
+    res["metric"] = "fid[proxy]" if det.is_proxy else "fid"
+    res["provenance"] = run_provenance({"a": a.fingerprint(), "reference": b.fingerprint(),
+                                        "resolution": resolution or a.image_size()},
+                                       {**det.provenance(), **execution.provenance(),
+                                        "skipped_bad_files": res["skipped_bad_files"]})
+    if out:
+        path = append_rows(Path(out) / "results.jsonl", fid_rows(res, a, det, res["provenance"]))
+        click.echo(f"wrote rows to {path}", err=True)
+    for side, names in res["skipped_bad_files"].items():
+        if names:
+            click.echo(f"skipped {len(names)} unreadable file(s) in {a.spec if side == 'a' else b.spec}: "
+                       f"{', '.join(names[:5])}{' ...' if len(names) > 5 else ''}", err=True)
     if as_json:
-        click.echo(json.dumps(out, sort_keys=True))
+        click.echo(json.dumps(res, sort_keys=True, default=str))
         return
     label = "FID [proxy: not FID]" if det.is_proxy else "FID"
-    click.echo(f"{label}: {out['fid']:.6f}  (n_a={out['n_a']}, n_b={out['n_b']}, detector={det.name})")
+    click.echo(f"{label}: {res['fid']:.6f}  (n_a={res['n_a']}, n_b={res['n_b']}, detector={det.name})")
     if kid:
-        spread = (f" ± {out['kid_std']:.3g}" if out["kid_std"] is not None
+        spread = (f" ± {res['kid_std']:.3g}" if res["kid_std"] is not None
                   else " (one subset, the whole sets: no spread)")
-        click.echo(f"KID: {out['kid']:.6g}{spread} (subset size {out['kid_subset_size']})")
-    for w in out["warnings"]:
+        click.echo(f"KID: {res['kid']:.6g}{spread} (subset size {res['kid_subset_size']})")
+    if isc:
+        click.echo(f"IS[{det.name}] of A: {res['is']:.6g} ± {res['is_std']:.3g} (std over 10 splits)")
+    if prc:
+        click.echo(f"precision[{det.name}]: {res['precision']:.6g}  recall[{det.name}]: {res['recall']:.6g} (k=3)")
+    for w in res["warnings"]:
         click.echo(f"warning: {w}", err=True)
 
 
 DATA_OPTS = [
-    click.option("--data", default="embedded", show_default=True, help="embedded | embedded-textures | folder:DIR"),
+    click.option("--data", default="embedded", show_default=True,
+                 help="embedded | embedded-textures | folder:DIR | npz:PATH (ADM sample batch; or a bare *.npz)"),
     click.option("--split", default="eval", show_default=True),
     click.option("--resolution", default=None, type=int,
                  help="ADM centre-crop to N×N. Default: 32 for embedded data; a folder keeps its native size "
@@ -219,7 +235,7 @@ def ref_cmd(data, split, resolution, skip_bad, limit, detector, weights, executi
 @click.option("--space", required=True, help="pixel | jpeg-qN | ul:RUN_DIR | sd-vae-ft-mse[:DIR] | sd-vae-tiny:RUN")
 @data_options
 @click.option("--metrics", default="rfid,psnr,ssim,bpp", show_default=True,
-              help="Comma list of: rfid, kid, psnr, ssim, lpips, bpp.")
+              help="Comma list of: rfid, kid, is, prc, psnr, ssim, lpips, bpp.")
 @DETECTOR_OPT
 @WEIGHTS_OPT
 @click.option("--lpips-backbone", default="pretrained", show_default=True, help="pretrained | random (not LPIPS)")

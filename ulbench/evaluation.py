@@ -22,7 +22,8 @@ from ulbench.registry import METRICS, SPACES
 from ulbench.results import SCHEMA_VERSION, ResultRow, config_hash, git_sha, package_versions
 from ulbench.spaces import capabilities, space_info
 
-FRECHET_METRICS = ("rfid", "kid")
+FRECHET_METRICS = ("rfid", "kid", "is", "prc")  # the metrics that need a detector
+GENERATOR_METRICS = ("gfid", "gis", "gprc")  # eval_generator: on samples against the reference split
 
 
 def image_metric_classes(names: list[str]) -> list[type]:
@@ -86,7 +87,7 @@ def rows_from_values(values: dict, system: str, run_id: str, base_prov: dict[str
         prov = {**base_prov, **metric.provenance(), "n": v.n}
         if v.warnings:
             prov["warnings"] = list(v.warnings)
-        label = metric.label if row_name == metric.name else row_name
+        label = metric.label if row_name == metric.name else getattr(metric, "row_label", lambda r: r)(row_name)
         rows.append(ResultRow(run_id=run_id, system=system, metric=row_name, value=v.value, stderr=v.stderr,
                               n=v.n, higher_is_better=metric.higher_is_better, label=label,
                               proxy=bool(prov.get("proxy", False)), warnings=list(v.warnings), extra=v.extra,
@@ -208,26 +209,37 @@ def reference_stats(dataset: Any, detector: Any, batch_size: int = 64, num_worke
     mu, sigma = stats_of(feats).mean_cov()
     prov = {**{k: dataset.info().get(k) for k in ("dataset", "dataset_fingerprint", "split", "resolution")},
             "n": len(feats)}
-    return ReferenceStats(mu, sigma, len(feats), prov)
+    return ReferenceStats(mu, sigma, len(feats), prov, features=feats)
 
 
 def eval_generator(generator: Any, ref_dataset: Any, detector: Any, num_samples: int, batch_size: int = 64,
                    seed: int = 0, rank: int = 0, world_size: int = 1, progress: bool = False,
-                   system: str | None = None, execution: Execution | None = None) -> list[ResultRow]:
+                   system: str | None = None, execution: Execution | None = None,
+                   metrics: tuple[str, ...] = ("gfid",)) -> list[ResultRow]:
     """gFID: `num_samples` samples (per-index seeds, labels from the training class frequencies) against the
-    reference split's statistics, through the same Fréchet engine as rFID; with `execution` the detector runs on
-    its device (and its device and precision are recorded)."""
+    reference split's statistics, through the same Fréchet engine as rFID; `metrics` may add "gis" (Inception
+    Score of the samples) and "gprc" (gprecision, grecall against the reference split's features); with
+    `execution` the detector runs on its device (and its device and precision are recorded)."""
     import torch
     from tqdm import tqdm
 
     from ulbench import dist
     from ulbench.harness import per_index_seeds
     from ulbench.metrics.fid import FID
+    from ulbench.metrics.isc_prc import InceptionScore, PrecisionRecall
 
     t0 = time.perf_counter()
     place(detector, execution)  # the generator is placed by whoever built it (its nets and space move together)
     ref = reference_stats(ref_dataset, detector, batch_size, execution.num_workers if execution is not None else 0)
-    metric = FID(detector=detector, reference=ref, name="gfid")
+    unknown = sorted(set(metrics) - set(GENERATOR_METRICS))
+    if unknown:
+        raise ValueError(f"unknown generator metric(s) {unknown}; expected some of {list(GENERATOR_METRICS)}")
+    chosen = [FID(detector=detector, reference=ref, name="gfid")] if "gfid" in metrics else []
+    if "gis" in metrics:
+        chosen.append(InceptionScore(detector=detector, num_items=num_samples, name="gis"))
+    if "gprc" in metrics:
+        chosen.append(PrecisionRecall(detector=detector, num_items=num_samples, reference_features=ref.features,
+                                      prefix="g"))
     _, labels = ref_dataset.get(np.arange(len(ref_dataset)))
     counts = np.bincount(labels.numpy(), minlength=max(1, ref_dataset.num_classes)).astype(np.float64)
     class_probs = counts / counts.sum()
@@ -236,10 +248,12 @@ def eval_generator(generator: Any, ref_dataset: Any, detector: Any, num_samples:
         chunk = indices[start:start + batch_size]
         with torch.inference_mode():
             x = generator.sample(per_index_seeds(chunk, seed), class_probs=class_probs)
-        metric.update(Batch(indices=chunk, x_fake=x.cpu()))
+        batch = Batch(indices=chunk, x_fake=x.cpu())
+        for metric in chosen:
+            metric.update(batch)
     if world_size > 1:
-        dist.all_reduce_metrics([metric], len(indices))
-    values = compute_all([metric])
+        dist.all_reduce_metrics(chosen, len(indices))
+    values = compute_all(chosen)
     info = generator.info()
     config = {"generator": info, "reference": ref.provenance, "num_samples": num_samples, "seed": seed}
     ref_info = {k: v for k, v in ref_dataset.info().items() if k in ("dataset", "dataset_fingerprint")}

@@ -23,6 +23,9 @@ def dataset_fingerprint(dataset: Any) -> str:
     `ulbench.data.folder._Source.fingerprint`) plus each file's change stamp (mtime, or CRC in a zip), so an
     edited file is never served stale features."""
     h = hashlib.sha256(json.dumps(dataset.info(), sort_keys=True, default=str).encode())
+    file_id = getattr(dataset, "file_id", None) or getattr(getattr(dataset, "dataset", None), "file_id", None)
+    if file_id:  # one-file datasets (ADM .npz batches): size and mtime
+        h.update(file_id.encode())
     source = getattr(dataset, "source", None) or getattr(getattr(dataset, "dataset", None), "source", None)
     if source is not None:
         h.update(json.dumps(source.listing()).encode())

@@ -203,6 +203,10 @@ METRICS.register("psnr", "ulbench.metrics.psnr_ssim:PSNR", "peak signal-to-noise
 METRICS.register("ssim", "ulbench.metrics.psnr_ssim:SSIM", "structural similarity (scikit-image oracle)")
 METRICS.register("lpips", "ulbench.metrics.lpips_metric:LPIPS", "LPIPS distance (lpips package)")
 METRICS.register("bpp", "ulbench.metrics.bits:BitsPerPixel", "bits per pixel from the space (H·W pixels)")
+METRICS.register("is", "ulbench.metrics.isc_prc:InceptionScore",
+                 "Inception Score of the outputs (torch-fidelity; Inception detectors only)")
+METRICS.register("prc", "ulbench.metrics.isc_prc:PrecisionRecall",
+                 "precision and recall, k=3 (Kynkäänniemi et al. 2019; torch-fidelity): rows precision, recall")
 
 DATASETS = Registry("dataset", path_spec="folder:{path}")
 DATASETS.register("embedded", "ulbench.data.embedded:embedded_photos", "crops of scikit-image's bundled photos")
@@ -212,6 +216,10 @@ DATASETS.register(
 DATASETS.register(
     "folder:DIR", "ulbench.data.folder:ImageFolderDataset", "ImageNet-layout folder or zip of PNGs (ADM crop)",
     pattern=r"folder:(?P<root>.+)",
+)
+DATASETS.register(
+    "npz:PATH", "ulbench.data.npz:NpzDataset", "ADM sample batch .npz (arr_0 uint8 NHWC, optional arr_1 labels)",
+    pattern=r"npz:(?P<path>.+)",
 )
 
 DETECTORS = Registry("detector")

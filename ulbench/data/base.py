@@ -63,10 +63,13 @@ class TensorImageDataset(ImageDataset):
 
 
 def load_dataset(spec: str, split: str = "eval", resolution: int | None = None, **kwargs: Any) -> ImageDataset:
-    """Build a dataset by registry name ("embedded", "embedded-textures", "folder:DIR"); resolution None leaves
-    each dataset its own default (embedded sets: 32 px; folders: the images' native size)."""
+    """Build a dataset by registry name ("embedded", "embedded-textures", "folder:DIR", "npz:PATH"; a bare path
+    ending in .npz is an ADM sample batch); resolution None leaves each dataset its own default (embedded sets:
+    32 px; folders and npz batches: the images' native size)."""
     from ulbench.registry import DATASETS
 
+    if spec.lower().endswith(".npz") and not spec.startswith("npz:"):
+        spec = f"npz:{spec}"
     if resolution is not None:
         kwargs["resolution"] = resolution
     return DATASETS.build(spec, split=split, **kwargs)

@@ -150,6 +150,14 @@ class InceptionDetector(Detector):
             out = self.forward299(x)
         return out.double().cpu().numpy()
 
+    logits_dim = 1008  # the TF Inception classifier's outputs (1000 ImageNet classes + 8 unused)
+
+    def logits_unbiased(self, pool_features: np.ndarray) -> np.ndarray:
+        """torch-fidelity's `logits_unbiased` (IS layer: pool · Wᵀ without the bias) of 2048-d pool features, in
+        float64 on the CPU (a function of the pool features alone, so IS shares FID's single forward pass)."""
+        weight = self.model.fc.weight.detach().to("cpu", torch.float64)
+        return (torch.from_numpy(np.asarray(pool_features, np.float64)) @ weight.T).numpy()
+
     def provenance(self) -> dict[str, Any]:
         """Weights file and hash, resize (TF1 bilinear to 299)."""
         return {"detector": self.name, "detector_weights": os.path.basename(self.weights_path),

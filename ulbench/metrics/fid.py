@@ -15,8 +15,10 @@ from ulbench.protocols import Batch, MetricValue
 class ReferenceStats:
     """Precomputed (mu, sigma) of a reference set with the provenance it was made under."""
 
-    def __init__(self, mu: np.ndarray, sigma: np.ndarray, n: int, provenance: dict[str, Any]):
+    def __init__(self, mu: np.ndarray, sigma: np.ndarray, n: int, provenance: dict[str, Any],
+                 features: np.ndarray | None = None):
         self.mu, self.sigma, self.n, self.provenance = mu, sigma, n, provenance
+        self.features = features  # the reference features when known (precision/recall need them)
 
 
 class FID(AdditiveMetric):
