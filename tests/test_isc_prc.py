@@ -92,7 +92,9 @@ def test_metric_state_is_batch_and_shard_independent_and_equals_cli(features, ou
     for cls in (InceptionScore, PrecisionRecall):
         metric = cls(detector=det, num_items=16)
         whole = _feed(metric, det, fa, fb, 16)
-        assert whole == _feed(metric, det, fa, fb, 5) == _feed(metric, det, fa, fb, 3, shards=3)
+        for other in (_feed(metric, det, fa, fb, 5), _feed(metric, det, fa, fb, 3, shards=3)):
+            assert other.keys() == whole.keys()  # logits are a per-batch matmul: equal up to float rounding
+            assert all(other[k] == pytest.approx(whole[k], rel=1e-12) for k in whole)
         for key, value in whole.items():
             assert value == pytest.approx(ours[key], rel=1e-12)
     assert InceptionScore(detector=det, num_items=16).label == "IS[inception-v3-compat]"
