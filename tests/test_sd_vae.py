@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.sd_vae import SDVAESpace, load_sd_vae, load_sd_vae_tiny, resolve_sd_vae_dir
+from baselines.diffusers_space import DiffusersSpace
+from baselines.sd_vae import load_sd_vae, load_sd_vae_tiny, resolve_sd_vae_dir
 from ulbench.protocols import LatentSpace
 
 SD_VAE_FT_MSE_CONFIG = {  # config.json of stabilityai/sd-vae-ft-mse
@@ -69,6 +70,9 @@ def test_sd_config_round_trip_and_normalisation(sd_dir):
     assert list(info.provenance["weights_sha256"]) == ["diffusion_pytorch_model.safetensors"]
     assert len(info.provenance["weights_sha256"]["diffusion_pytorch_model.safetensors"]) == 64
     assert "posterior mean" in info.details["latent"] and "KL" in info.details["bits"]
+    # a folder passed as sd-vae-ft-mse:DIR did not come from the hub: no hub id is claimed for it
+    assert info.provenance["preset"] == "sd-vae-ft-mse" and "hub_id" not in info.provenance
+    assert info.provenance["source"] == str(sd_dir.resolve()) and info.provenance["class"] == "AutoencoderKL"
 
 
 def test_posterior_sample_depends_only_on_seed(sd_dir):
@@ -144,7 +148,7 @@ def test_tiny_train_save_load(tiny_run):
     assert saved["train"]["steps"] == 3 and saved["objective"]["lpips_term"].startswith("off")
     assert np.isfinite(saved["metrics"]["eval"]["psnr_db"])
     space = load_sd_vae_tiny(str(run))
-    assert isinstance(space, SDVAESpace)
+    assert isinstance(space, DiffusersSpace)
     info = space.info()
     assert info.latent_shape == (4, 8, 8) and info.downsample_factor == 4
     assert info.provenance["objective"]["lpips_term"].startswith("off")
@@ -174,9 +178,9 @@ def test_tiny_batch_size_independent(tiny_run):
     seeds = torch.arange(4)
     for sample in (False, True):
         space = load_sd_vae_tiny(str(run), sample_posterior=sample)
-        space.max_batch = 4
+        space.micro_batch = 4
         full = space.reconstruct(x, seeds)
-        space.max_batch = 1
+        space.micro_batch = 1
         single = space.reconstruct(x, seeds)
         assert (full.x_hat.int() - single.x_hat.int()).abs().max() <= 1
         np.testing.assert_allclose(full.bits["total"], single.bits["total"], rtol=1e-5)
@@ -202,3 +206,4 @@ def test_flop_components_match_diffusers_calls(tiny_run):
     info = space.info()
     assert [r.params for r in report.rows] == [info.params["encoder"], info.params["decoder"]]
     assert all(r.gmacs_per_sample > 0 for r in report.rows)
+
