@@ -207,3 +207,27 @@ def test_flop_components_match_diffusers_calls(tiny_run):
     assert [r.params for r in report.rows] == [info.params["encoder"], info.params["decoder"]]
     assert all(r.gmacs_per_sample > 0 for r in report.rows)
 
+
+def test_compare_dry_run_plans_base_model_and_gfid(sd_dir, tmp_path):
+    """`ulbench compare ul sd-vae-ft-mse:DIR pixel --dry-run` on the real SD config (random weights): the given VAE
+    gets a base model and gFID (continuous latents), JPEG does not; nothing is written."""
+    from click.testing import CliRunner
+
+    from ulbench.cli import main
+
+    out = tmp_path / "cmp"
+    res = CliRunner().invoke(main, ["compare", "ul", f"sd-vae-ft-mse:{sd_dir}", "pixel", "jpeg-q10", "--dry-run",
+                                    "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    plan = json.loads(res.output)
+    runs = {r["run"]: r for r in plan["runs"]}
+    assert list(runs) == ["ul", "sd-vae-ft-mse", "pixel", "jpeg-q10"]
+    sd = runs["sd-vae-ft-mse"]
+    assert sd["system"] == "sd-vae" and sd["space"] == f"sd-vae-ft-mse:{sd_dir}" and sd["base"] == {"steps": 600}
+    assert sd["stage2"]["base_model"] is True and sd["stage2"]["gfid"] == "run"
+    assert all(runs[n]["stage2"]["base_model"] for n in ("ul", "pixel"))
+    assert runs["jpeg-q10"]["stage2"] == {"base_model": False, "gfid": "skipped",
+                                          "why": "jpeg-q10 has no continuous latents for a base model"}
+    assert not out.exists()
+    bad = CliRunner().invoke(main, ["compare", "ul", f"sd-vae-ft-mse:{tmp_path / 'nope'}", "--dry-run"])
+    assert bad.exit_code == 2 and "hf download stabilityai/sd-vae-ft-mse" in bad.output

@@ -14,7 +14,7 @@ from ulbench.results import config_hash
 
 SUITES_DIR = Path(__file__).parent / "suites"
 SCALE_RESOLUTION = {"tiny": 32, "small": 128, "paper": 512}  # image side of each preset (ul_models PRESETS)
-SYSTEM_KINDS = ("ul", "sd-vae-tiny", "pixel", "jpeg", "sd-vae", "ul-video", "pixel-video")
+SYSTEM_KINDS = ("ul", "sd-vae-tiny", "pixel", "jpeg", "sd-vae", "diffusers", "ul-video", "pixel-video")
 
 
 @dataclass(frozen=True)
@@ -39,12 +39,12 @@ class RunConfig:
     """One system of a suite: what to train (stage 1 and 2 overrides) and how it is labelled."""
 
     name: str
-    system: str  # ul | sd-vae-tiny | pixel | jpeg | sd-vae
+    system: str  # ul | sd-vae-tiny | pixel | jpeg | sd-vae | diffusers (given spaces) | ul-video | pixel-video
     label: str = ""
     stage1: dict[str, Any] = field(default_factory=dict)  # ULConfig / tiny-VAE overrides
     base: dict[str, Any] = field(default_factory=dict)  # stage-2 base-model overrides
     bound: dict[str, Any] = field(default_factory=dict)  # UL-style bits bound of deterministic spaces (BoundConfig)
-    space: str | None = None  # for jpeg / sd-vae: the registry spec, e.g. jpeg-q10, sd-vae-ft-mse:DIR
+    space: str | None = None  # for jpeg / sd-vae / diffusers: the registry spec, e.g. jpeg-q10, diffusers:DIR
     single_stage: bool = False  # UL-SPEC §7: encoder, prior, decoder and base trained end to end
     paper: dict[str, float] = field(default_factory=dict)  # the paper's numbers for this row (Table 6)
 
@@ -241,7 +241,7 @@ def validate_stages(run: RunConfig, scale: str, where: str) -> None:
     if run.system.endswith("-video"):
         _check_keys(where, "base", run.base, {f.name for f in dataclasses.fields(VideoBaseConfig)}
                     | {"bits_draws", "grid_clips"})
-    elif run.system in ("ul", "sd-vae-tiny", "pixel"):
+    elif run.system in ("ul", "sd-vae-tiny", "pixel", "sd-vae", "diffusers"):
         _check_keys(where, "base", run.base, {f.name for f in dataclasses.fields(BaseConfig)} - {"space"})
         _check_types(where, "base", run.base, BaseConfig)
     _check_keys(where, "bound", run.bound, {f.name for f in dataclasses.fields(BoundConfig)})
@@ -249,9 +249,10 @@ def validate_stages(run: RunConfig, scale: str, where: str) -> None:
 
 
 def load_suite(name_or_path: str, sets: list[str] | None = None, scale: str | None = None,
-               data: str | None = None) -> SuiteConfig:
-    """Load, include, override (--set, --scale, --data) and resolve a suite."""
+               data: str | None = None, extra_runs: list[dict[str, Any]] | None = None) -> SuiteConfig:
+    """Load, include, override (--set, --scale, --data), add `extra_runs` (under the defaults) and resolve."""
     raw = apply_sets(load_raw(name_or_path), sets or [])
+    raw["runs"] = list(raw.get("runs") or []) + list(extra_runs or [])
     if scale:
         if scale not in SCALE_RESOLUTION:
             raise ValueError(f"--scale must be one of {tuple(SCALE_RESOLUTION)}, got {scale!r}")
@@ -267,19 +268,26 @@ SYSTEM_ALIASES = {"ul": "ul", "sd-vae": "sd-vae-tiny", "sd-vae-tiny": "sd-vae-ti
 
 def runs_for_systems(names: list[str], sets: list[str] | None = None, scale: str | None = None,
                      data: str | None = None) -> SuiteConfig:
-    """The `compare` suite restricted to the named systems (ul, sd-vae, pixel, jpeg-qN), same protocol for all."""
+    """The `compare` suite restricted to the named systems (ul, sd-vae, pixel, jpeg-qN, and given autoencoders
+    sd-vae-ft-mse[:DIR], sd-vae-ft-ema[:DIR], diffusers:DIR), the same protocol (and defaults) for all."""
     import dataclasses
     import re
 
-    suite = load_suite("compare", sets, scale, data)
-    by_name = {r.name: r for r in suite.runs}
-    runs = []
+    wanted, extra = [], []
     for name in names:
+        given = re.fullmatch(r"(?P<preset>sd-vae-ft-(?:mse|ema))(?::.+)?|diffusers:(?P<dir>.+)", name)
         if re.fullmatch(r"jpeg-q\d+", name):
-            runs.append(RunConfig(name=name, system="jpeg", space=name, label=f"JPEG q{name[6:]}"))
-        elif name in SYSTEM_ALIASES:
-            runs.append(by_name[SYSTEM_ALIASES[name]])
-        else:
-            raise ValueError(f"unknown system {name!r} for compare; use ul, sd-vae, pixel or jpeg-qN "
-                             "(or pass result files)")
-    return dataclasses.replace(suite, runs=tuple(runs))
+            extra.append({"name": name, "system": "jpeg", "space": name, "label": f"JPEG q{name[6:]}"})
+        elif given:
+            run_name = given["preset"] or f"diffusers-{Path(given['dir']).name or 'model'}"
+            extra.append({"name": run_name, "system": "sd-vae" if given["preset"] else "diffusers", "space": name,
+                          "label": f"{run_name} (given)"})
+        elif name not in SYSTEM_ALIASES:
+            raise ValueError(f"unknown system {name!r} for compare; use ul, sd-vae, pixel, jpeg-qN, "
+                             "sd-vae-ft-mse[:DIR], sd-vae-ft-ema[:DIR] or diffusers:DIR (or pass result files)")
+        wanted.append(extra[-1]["name"] if name not in SYSTEM_ALIASES else SYSTEM_ALIASES[name])
+    base = load_suite("compare", sets, scale, data)
+    extra = [r for r in extra if r["name"] not in {q.name for q in base.runs}]  # jpeg-q10 is in the suite already
+    suite = load_suite("compare", sets, scale, data, extra_runs=extra)  # duplicate run names are refused here
+    by_name = {r.name: r for r in suite.runs}
+    return dataclasses.replace(suite, runs=tuple(by_name[n] for n in wanted))
