@@ -204,7 +204,8 @@ def ref_cmd(data, split, resolution, skip_bad, limit, detector, weights, executi
 
 
 @main.command("eval")
-@click.option("--space", required=True, help="pixel | jpeg-qN | ul:RUN_DIR | sd-vae-ft-mse[:DIR] | sd-vae-tiny:RUN")
+@click.option("--space", required=True,
+              help="pixel | jpeg-qN | ul:RUN_DIR | diffusers:DIR | sd-vae-ft-mse[:DIR] | sd-vae-tiny:RUN")
 @data_options
 @click.option("--metrics", default="rfid,psnr,ssim,bpp", show_default=True,
               help="Comma list of: rfid, kid, psnr, ssim, lpips, bpp.")
