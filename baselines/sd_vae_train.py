@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from baselines.sd_vae import TINY_JSON, kl_bits_per_image, to_uint8, to_unit_range
+from baselines.diffusers_space import kl_bits_per_image, to_uint8, to_unit_range
+from baselines.sd_vae import TINY_JSON
 from ul_models.training.data import ImageBatches
 from ul_models.training.loop import Loop, LoopConfig
 from ulbench.device import Execution

@@ -29,7 +29,7 @@ def main() -> None:
     """Count and print."""
     from diffusers import AutoencoderKL
 
-    from baselines.sd_vae import SDVAESpace
+    from baselines.diffusers_space import DiffusersSpace
     from baselines.sd_vae_train import tiny_autoencoder_kl
 
     parser = argparse.ArgumentParser(description=__doc__)
@@ -39,9 +39,9 @@ def main() -> None:
     sd_config = {"block_out_channels": (128, 256, 512, 512), "down_block_types": ("DownEncoderBlock2D",) * 4,
                  "up_block_types": ("UpDecoderBlock2D",) * 4, "layers_per_block": 2, "latent_channels": 4,
                  "sample_size": 256}
-    spaces = [SDVAESpace(AutoencoderKL(**sd_config), "sd-vae-ft-mse-config", 0.0, 0.18215, normalisation="config",
+    spaces = [DiffusersSpace(AutoencoderKL(**sd_config), "sd-vae-ft-mse-config", 0.0, 0.18215, normalisation="config",
                          source="random init", weights={}, resolution=args.resolution),
-              SDVAESpace(tiny_autoencoder_kl(0), "sd-vae-tiny", 0.0, 1.0, normalisation="none",
+              DiffusersSpace(tiny_autoencoder_kl(0), "sd-vae-tiny", 0.0, 1.0, normalisation="none",
                          source="random init", weights={}, resolution=args.tiny_resolution)]
     components = [c for s in spaces for c in s.flop_components()]
     t0 = time.perf_counter()

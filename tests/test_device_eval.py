@@ -124,14 +124,14 @@ def test_video_detectors_on_meta(tmp_path):
 def test_pixel_and_sd_vae_spaces_on_meta():
     from diffusers import AutoencoderKL
 
+    from baselines.diffusers_space import DiffusersSpace
     from baselines.pixel import PixelSpace
-    from baselines.sd_vae import SDVAESpace
 
     torch.manual_seed(0)
     vae = AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
                         up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, norm_num_groups=4,
                         latent_channels=4, sample_size=16)
-    sd = SDVAESpace(vae, "sd-vae-meta", [0.1, 0.2, 0.3, 0.4], 0.5, normalisation="test", source="memory",
+    sd = DiffusersSpace(vae, "sd-vae-meta", [0.1, 0.2, 0.3, 0.4], 0.5, normalisation="test", source="memory",
                     weights={}, sample_posterior=True, device="meta")
     pixel = PixelSpace(device="meta")
     x, seeds = _meta_uint8(3, 3, 16, 16), torch.arange(3)

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.sd_vae import SDVAESpace, load_sd_vae, load_sd_vae_tiny, resolve_sd_vae_dir
+from baselines.diffusers_space import DiffusersSpace
+from baselines.sd_vae import load_sd_vae, load_sd_vae_tiny, resolve_sd_vae_dir
 from ulbench.protocols import LatentSpace
 
 SD_VAE_FT_MSE_CONFIG = {  # config.json of stabilityai/sd-vae-ft-mse
@@ -69,6 +70,9 @@ def test_sd_config_round_trip_and_normalisation(sd_dir):
     assert list(info.provenance["weights_sha256"]) == ["diffusion_pytorch_model.safetensors"]
     assert len(info.provenance["weights_sha256"]["diffusion_pytorch_model.safetensors"]) == 64
     assert "posterior mean" in info.details["latent"] and "KL" in info.details["bits"]
+    # a folder passed as sd-vae-ft-mse:DIR did not come from the hub: no hub id is claimed for it
+    assert info.provenance["preset"] == "sd-vae-ft-mse" and "hub_id" not in info.provenance
+    assert info.provenance["source"] == str(sd_dir.resolve()) and info.provenance["class"] == "AutoencoderKL"
 
 
 def test_posterior_sample_depends_only_on_seed(sd_dir):
@@ -144,7 +148,7 @@ def test_tiny_train_save_load(tiny_run):
     assert saved["train"]["steps"] == 3 and saved["objective"]["lpips_term"].startswith("off")
     assert np.isfinite(saved["metrics"]["eval"]["psnr_db"])
     space = load_sd_vae_tiny(str(run))
-    assert isinstance(space, SDVAESpace)
+    assert isinstance(space, DiffusersSpace)
     info = space.info()
     assert info.latent_shape == (4, 8, 8) and info.downsample_factor == 4
     assert info.provenance["objective"]["lpips_term"].startswith("off")
@@ -174,9 +178,9 @@ def test_tiny_batch_size_independent(tiny_run):
     seeds = torch.arange(4)
     for sample in (False, True):
         space = load_sd_vae_tiny(str(run), sample_posterior=sample)
-        space.max_batch = 4
+        space.micro_batch = 4
         full = space.reconstruct(x, seeds)
-        space.max_batch = 1
+        space.micro_batch = 1
         single = space.reconstruct(x, seeds)
         assert (full.x_hat.int() - single.x_hat.int()).abs().max() <= 1
         np.testing.assert_allclose(full.bits["total"], single.bits["total"], rtol=1e-5)
@@ -202,3 +206,28 @@ def test_flop_components_match_diffusers_calls(tiny_run):
     info = space.info()
     assert [r.params for r in report.rows] == [info.params["encoder"], info.params["decoder"]]
     assert all(r.gmacs_per_sample > 0 for r in report.rows)
+
+
+def test_compare_dry_run_plans_base_model_and_gfid(sd_dir, tmp_path):
+    """`ulbench compare ul sd-vae-ft-mse:DIR pixel --dry-run` on the real SD config (random weights): the given VAE
+    gets a base model and gFID (continuous latents), JPEG does not; nothing is written."""
+    from click.testing import CliRunner
+
+    from ulbench.cli import main
+
+    out = tmp_path / "cmp"
+    res = CliRunner().invoke(main, ["compare", "ul", f"sd-vae-ft-mse:{sd_dir}", "pixel", "jpeg-q10", "--dry-run",
+                                    "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    plan = json.loads(res.output)
+    runs = {r["run"]: r for r in plan["runs"]}
+    assert list(runs) == ["ul", "sd-vae-ft-mse", "pixel", "jpeg-q10"]
+    sd = runs["sd-vae-ft-mse"]
+    assert sd["system"] == "sd-vae" and sd["space"] == f"sd-vae-ft-mse:{sd_dir}" and sd["base"] == {"steps": 600}
+    assert sd["stage2"]["base_model"] is True and sd["stage2"]["gfid"] == "run"
+    assert all(runs[n]["stage2"]["base_model"] for n in ("ul", "pixel"))
+    assert runs["jpeg-q10"]["stage2"] == {"base_model": False, "gfid": "skipped",
+                                          "why": "jpeg-q10 has no continuous latents for a base model"}
+    assert not out.exists()
+    bad = CliRunner().invoke(main, ["compare", "ul", f"sd-vae-ft-mse:{tmp_path / 'nope'}", "--dry-run"])
+    assert bad.exit_code == 2 and "hf download stabilityai/sd-vae-ft-mse" in bad.output

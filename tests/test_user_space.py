@@ -99,7 +99,9 @@ def test_suite_gives_a_module_space_a_base_model_gfid_bound_and_costs(tmp_path):
     plan = CliRunner().invoke(main, ["run", "--suite", str(suite), "--out", str(tmp_path / "out"), "--dry-run"])
     assert plan.exit_code == 0, plan.output
     stage2 = {r["run"]: r["stage2"] for r in json.loads(plan.stdout)["runs"]}
-    assert stage2["mine"] == "base model + gFID" and stage2["jpeg-q10"].startswith("none: jpeg-q10 has no continuous")
+    assert stage2["mine"]["base_model"] is True and stage2["mine"]["gfid"] == "run"
+    assert stage2["jpeg-q10"] == {"base_model": False, "gfid": "skipped",
+                                  "why": "jpeg-q10 has no continuous latents for a base model"}
     res = CliRunner().invoke(main, ["run", "--suite", str(suite), "--out", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
     rows = {(r["system"], r["metric"]): r for r in

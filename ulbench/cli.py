@@ -232,7 +232,8 @@ def ref_cmd(data, split, resolution, skip_bad, limit, detector, weights, executi
 
 
 @main.command("eval")
-@click.option("--space", required=True, help="pixel | jpeg-qN | ul:RUN_DIR | sd-vae-ft-mse[:DIR] | sd-vae-tiny:RUN")
+@click.option("--space", required=True,
+              help="pixel | jpeg-qN | ul:RUN_DIR | diffusers:DIR | sd-vae-ft-mse[:DIR] | sd-vae-tiny:RUN")
 @data_options
 @click.option("--metrics", default="rfid,psnr,ssim,bpp", show_default=True,
               help="Comma list of: rfid, kid, is, prc, psnr, ssim, lpips, bpp.")
@@ -301,35 +302,37 @@ def eval_cmd(space, data, split, resolution, skip_bad, limit, metrics, detector,
 @click.option("--scale", default=None, help="With system names: tiny | small | paper.")
 @click.option("--data", default=None, help="With system names: embedded | folder:DIR.")
 @click.option("--set", "sets", multiple=True, help="With system names: suite overrides (see `run --help`).")
-@click.option("--dry-run", is_flag=True, help="With system names: print what would run (stage 2, gFID) and exit.")
+@click.option("--dry-run", is_flag=True, help="With system names: print the resolved suite and what would run.")
 @execution_options(with_compile=True)
 def compare_cmd(results, metrics, out, scale, data, sets, dry_run, execution):
     """Compare systems: result files side by side, or systems (ul, sd-vae, pixel, or any space spec: jpeg-qN,
-    sd-vae-ft-mse:DIR, diffusers:DIR, pkg.module:factory) trained and evaluated under one protocol by the `compare`
-    suite (finished runs are reused). Numbers with different provenance are refused.
+    sd-vae-ft-mse[:DIR], sd-vae-ft-ema[:DIR], diffusers:DIR, pkg.module:factory) trained and evaluated under one
+    protocol by the `compare` suite (finished runs are reused). Numbers with different provenance are refused.
 
     \b
     Examples:
       ulbench compare ul sd-vae pixel
       ulbench compare ul sd-vae-ft-mse:weights/sd-vae-ft-mse pixel --dry-run
+      ulbench compare ul diffusers:/w/sdxl-vae pixel --dry-run
       ulbench compare results/jpeg.jsonl results/ul.jsonl
     """
     from ulbench.compare import compare_table
 
     wanted = metrics.split(",") if metrics else None
     if all(Path(r).exists() for r in results):
+        if dry_run:
+            raise ValueError("--dry-run plans runs of system names; result files are only tabulated (drop it)")
         click.echo(compare_table(list(results), wanted))
         return
     from ulbench.config import runs_for_systems
     from ulbench.report import build_report
-    from ulbench.suite import run_suite
+    from ulbench.suite import plan, run_suite
 
     suite = runs_for_systems(list(results), list(sets), scale, data)
     if dry_run:
-        from ulbench.suite import plan
-
-        click.echo(json.dumps({"suite": suite.name, "out": out, "runs": plan(suite, Path(out))}, indent=1,
-                              default=str))
+        click.echo(json.dumps({"suite": suite.name, "config_hash": suite.config_hash(), "out": str(out),
+                               "eval": suite.eval.__dict__, "execution": execution.provenance(),
+                               "runs": plan(suite, out)}, indent=1, default=str))
         return
     run_suite(suite, out, log=lambda m: click.echo(m, err=True), execution=execution)
     click.echo(compare_table([str(Path(out) / "results.jsonl")], wanted))

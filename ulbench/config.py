@@ -14,7 +14,7 @@ from ulbench.results import config_hash
 
 SUITES_DIR = Path(__file__).parent / "suites"
 SCALE_RESOLUTION = {"tiny": 32, "small": 128, "paper": 512}  # image side of each preset (ul_models PRESETS)
-SYSTEM_KINDS = ("ul", "sd-vae-tiny", "pixel", "space", "jpeg", "sd-vae", "ul-video", "pixel-video")  # space: any spec
+SYSTEM_KINDS = ("ul", "sd-vae-tiny", "pixel", "space", "jpeg", "sd-vae", "diffusers", "ul-video", "pixel-video")
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class RunConfig:
     """One system of a suite: what to train (stage 1 and 2 overrides) and how it is labelled."""
 
     name: str
-    system: str  # trained here: ul | sd-vae-tiny (| ul-video); given by `space:`: space (jpeg, sd-vae: aliases) | pixel
+    system: str  # trained here: ul | sd-vae-tiny (| ul-video); given by `space:`: space | jpeg | sd-vae | diffusers
     label: str = ""
     stage1: dict[str, Any] = field(default_factory=dict)  # ULConfig / tiny-VAE overrides
     base: dict[str, Any] = field(default_factory=dict)  # stage-2 base-model overrides
@@ -275,9 +275,10 @@ def validate_stages(run: RunConfig, scale: str, where: str) -> None:
 
 
 def load_suite(name_or_path: str, sets: list[str] | None = None, scale: str | None = None,
-               data: str | None = None) -> SuiteConfig:
-    """Load, include, override (--set, --scale, --data) and resolve a suite."""
+               data: str | None = None, extra_runs: list[dict[str, Any]] | None = None) -> SuiteConfig:
+    """Load, include, override (--set, --scale, --data), add `extra_runs` (under the defaults) and resolve."""
     raw = apply_sets(load_raw(name_or_path), sets or [])
+    raw["runs"] = list(raw.get("runs") or []) + list(extra_runs or [])
     if scale:
         if scale not in SCALE_RESOLUTION:
             raise ValueError(f"--scale must be one of {tuple(SCALE_RESOLUTION)}, got {scale!r}")
@@ -293,28 +294,36 @@ SYSTEM_ALIASES = {"ul": "ul", "sd-vae": "sd-vae-tiny", "sd-vae-tiny": "sd-vae-ti
 
 def runs_for_systems(names: list[str], sets: list[str] | None = None, scale: str | None = None,
                      data: str | None = None) -> SuiteConfig:
-    """The `compare` suite restricted to the named systems, same protocol for all: ul, sd-vae (the in-suite
-    sd-vae-tiny), pixel, or any space spec (jpeg-qN, sd-vae-ft-mse:DIR, diffusers:DIR, pkg.module:factory)."""
+    """The `compare` suite restricted to the named systems, same protocol (and defaults) for all: ul, sd-vae (the
+    in-suite sd-vae-tiny), pixel, or any space spec (jpeg-qN, sd-vae-ft-mse[:DIR], diffusers:DIR, pkg.mod:factory)."""
     import dataclasses
     import re
 
     from ulbench.registry import SPACES
 
-    suite = load_suite("compare", sets, scale, data)
-    by_name = {r.name: r for r in suite.runs}
-    runs = []
+    wanted, extra = [], []
     for name in names:
         if name in SYSTEM_ALIASES:
-            runs.append(by_name[SYSTEM_ALIASES[name]])
+            wanted.append(SYSTEM_ALIASES[name])
             continue
         try:
             SPACES.resolve(name)
         except ValueError as err:
             raise ValueError(f"unknown system {name!r} for compare: not ul, sd-vae, pixel or a space spec "
                              f"(or result files that exist). {err}") from None
-        run_name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")[-60:]
-        bound = by_name[SYSTEM_ALIASES["pixel"]].bound  # deterministic spaces get the same UL bound as pixels
-        jpeg = re.fullmatch(r"jpeg-q(\d+)", name)  # kind "jpeg": the reports draw JPEG as the reference line
-        runs.append(RunConfig(name=run_name, system="jpeg" if jpeg else "space", space=name, bound=bound,
-                              label=f"JPEG q{jpeg[1]}" if jpeg else name, base=by_name[SYSTEM_ALIASES["sd-vae"]].base))
-    return dataclasses.replace(suite, runs=tuple(runs))
+        given = re.fullmatch(r"(?P<preset>sd-vae-ft-(?:mse|ema))(?::.+)?|diffusers:(?P<dir>.+)", name)
+        if re.fullmatch(r"jpeg-q\d+", name):  # kind "jpeg": the reports draw JPEG as the reference line
+            extra.append({"name": name, "system": "jpeg", "space": name, "label": f"JPEG q{name[6:]}"})
+        elif given:
+            run_name = given["preset"] or f"diffusers-{Path(given['dir']).name or 'model'}"
+            extra.append({"name": run_name, "system": "sd-vae" if given["preset"] else "diffusers", "space": name,
+                          "label": f"{run_name} (given)"})
+        else:
+            extra.append({"name": re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")[-60:], "system": "space",
+                          "space": name, "label": name})
+        wanted.append(extra[-1]["name"])
+    base = load_suite("compare", sets, scale, data)
+    extra = [r for r in extra if r["name"] not in {q.name for q in base.runs}]  # jpeg-q10 is in the suite already
+    suite = load_suite("compare", sets, scale, data, extra_runs=extra)  # duplicate run names are refused here
+    by_name = {r.name: r for r in suite.runs}
+    return dataclasses.replace(suite, runs=tuple(by_name[n] for n in wanted))

@@ -48,14 +48,12 @@ def _sd_vae_rows(scale: str) -> list[FlopRow]:
         vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
                             down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
                             sample_size=res)
-    from baselines.sd_vae import _DecoderNet, _EncoderNet
+    from baselines.diffusers_space import DiffusersSpace
 
-    f = 2 ** (len(vae.config.block_out_channels) - 1)
-    enc, dec = _EncoderNet(vae), _DecoderNet(vae)
-    rows = [FlopRow(f"sd-vae/encoder @{res}px", count_params(vae.encoder) + count_params(vae.quant_conv),
-                    count_forward_macs(enc, (torch.zeros(1, 3, res, res),)) / 1e9),
-            FlopRow(f"sd-vae/decoder @{res}px", count_params(vae.decoder) + count_params(vae.post_quant_conv),
-                    count_forward_macs(dec, (torch.zeros(1, 4, res // f, res // f),)) / 1e9)]
+    space = DiffusersSpace(vae, "sd-vae", source="random init", weights={}, resolution=res)
+    f, params = space.downsample_factor, space.info().params
+    rows = [FlopRow(f"sd-vae/{part} @{res}px", params[part], count_forward_macs(module, inputs) / 1e9)
+            for (_, module, inputs), part in zip(space.flop_components(), ("encoder", "decoder"))]
     rows.append(_base_row(f"sd-vae/base on 4x{res // f}^2 latents", 4, res // f, scale, pixels=False))
     return rows
 

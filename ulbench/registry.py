@@ -184,6 +184,11 @@ SPACES.register(
     pattern=r"ul:(?P<run_dir>.+)",
 )
 SPACES.register(
+    "diffusers:DIR", "baselines.diffusers_space:load_diffusers_space",
+    "diffusers AutoencoderKL (SD, SDXL, SD3, FLUX) / AutoencoderDC / AutoencoderTiny / VQModel folder",
+    pattern=r"diffusers:(?P<path>.+)",
+)
+SPACES.register(
     "sd-vae-ft-mse[:DIR]", "baselines.sd_vae:load_sd_vae", "Stable Diffusion VAE ft-MSE (local DIR or HF cache)",
     pattern=r"(?P<variant>sd-vae-ft-mse)(?::(?P<path>.+))?",
 )

@@ -20,40 +20,44 @@ __all__ = ["DONE", "plan", "run_dir_of", "run_one", "run_suite", "save_grid"]
 
 
 def plan(suite: SuiteConfig, out: str | Path) -> list[dict[str, Any]]:
-    """What `run_suite` would do for each run: reuse, resume or train, and what stage 2 it gets (for --dry-run).
-    A given space is loaded to learn whether it has continuous latents (the rule `run_one` applies)."""
+    """What `run_suite` would do for each run: reuse, resume or train, and whether a base model and gFID run
+    (for --dry-run; given spaces are built, weights loaded on the CPU, to ask them for a diffusion target)."""
     out = Path(out)
     rows = []
     for run in suite.runs:
         d = run_dir_of(out, suite, run)
         state = "reuse" if (d / DONE).exists() else ("resume" if d.exists() else "run")
-        rows.append({"run": run.name, "system": run.system, "space": run.space, "hash": run.config_hash(suite),
-                     "action": state, "stage2": _planned_stage2(suite, run), "stage1": run.stage1, "base": run.base,
+        rows.append({"run": run.name, "system": run.system, "hash": run.config_hash(suite), "action": state,
+                     "stage1": run.stage1, "base": run.base, "space": run.space, "stage2": _stage2_plan(suite, run),
                      "dir": str(d)})
     return rows
 
 
-def _planned_stage2(suite: SuiteConfig, run: RunConfig) -> str:
-    """"base model + gFID", "own prior + gFID", or why there is none."""
-    if "gfid" not in suite.eval.metrics:
-        return "none (gfid not in eval.metrics)"
-    if run.system.endswith("-video"):
-        return "video predictor + FVD" if "fvd" in suite.eval.metrics else "none"
-    if run.single_stage:
-        return "own prior + gFID"
-    if run.system in STAGE1_TRAINERS:
-        return "base model + gFID"
-    from ulbench.registry import SPACES
+def _stage2_plan(suite: SuiteConfig, run: RunConfig) -> dict[str, Any]:
+    """Whether `run_one` trains a base model and measures gFID (FVD for video runs) for `run`, and why."""
     from ulbench.spaces import diffusion_target
 
+    video = run.system.endswith("-video")
+    metric = "fvd" if video else "gfid"
+    if metric not in suite.eval.metrics:
+        return {"base_model": False, metric: "not requested", "why": f"{metric} is not in eval.metrics"}
+    if video:
+        return {"base_model": True, metric: "run", "why": "video runs train a video base model on their frames"}
+    if run.single_stage:
+        return {"base_model": False, metric: "run", "why": "single stage: the space's own prior generates"}
+    if run.system in STAGE1_TRAINERS:
+        return {"base_model": True, metric: "run", "why": f"{run.system} is trained here with continuous latents"}
     spec = run.space or run.system
-    try:
-        space = SPACES.build(spec, **({"resolution": suite.resolution} if _takes_resolution(spec) else {}))
-    except (OSError, ValueError, TypeError) as err:
-        return f"unknown: {spec} does not load ({err})"
-    if diffusion_target(space) is None:
-        return f"none: {spec} has no continuous latents (gFID skipped)"
-    return "base model + gFID"
+    if diffusion_target(_given_space(spec, suite.resolution)) is None:
+        return {"base_model": False, metric: "skipped", "why": f"{spec} has no continuous latents for a base model"}
+    return {"base_model": True, metric: "run", "why": f"{spec} has continuous latents (diffusion_target)"}
+
+
+def _given_space(spec: str, resolution: int) -> Any:
+    """A space given by its registry spec (pretrained or parameter-free), at the suite's resolution if it takes one."""
+    from ulbench.registry import SPACES
+
+    return SPACES.build(spec, **({"resolution": resolution} if _takes_resolution(spec) else {}))
 
 
 def _ul_config(suite: SuiteConfig, run: RunConfig):
@@ -101,14 +105,13 @@ def _stage1(out: Path, suite: SuiteConfig, run: RunConfig, log: Callable[[str], 
             execution: Any = None) -> tuple[Any, str, dict]:
     """The run's latent space (trained here, or given by `space:`), its registry spec and its cost facts."""
     from ulbench.costs import macs_per_sample, space_components
-    from ulbench.registry import SPACES
 
     if run.system in STAGE1_TRAINERS:
         space, spec, samples = STAGE1_TRAINERS[run.system](out, suite, run, log, execution)
         d = spec.split(":", 1)[1]
     else:  # a given space (pretrained or parameter-free): its training cost is not ours to count
         spec, samples, d = run.space or run.system, 0, None
-        space = SPACES.build(spec, **({"resolution": suite.resolution} if _takes_resolution(spec) else {}))
+        space = _given_space(spec, suite.resolution)
     facts = {"stage1_macs": macs_per_sample(space_components(space, suite.resolution)), "stage1_samples": samples,
              "stage1_dir": d, "stage1_cost": "trained in this suite" if samples else "given space: not counted"}
     return space, spec, facts
