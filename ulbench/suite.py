@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,13 +14,22 @@ from ulbench.config import RunConfig, SuiteConfig
 from ulbench.results import ResultRow, append_rows, atomic_write_text, read_rows
 from ulbench.run_files import DONE, run_dir_of, save_grid
 
-__all__ = ["DONE", "plan", "run_dir_of", "run_one", "run_suite", "save_grid"]
+__all__ = ["DONE", "plan", "resolve_detector", "run_dir_of", "run_one", "run_suite", "save_grid"]
+
+
+def resolve_detector(suite: SuiteConfig) -> SuiteConfig:
+    """The suite with eval.detector `video-auto` replaced by the detector it picks here (i3d-tfhub, i3d or
+    video-proxy), so run hashes, suite.json and reuse tell a real-FVD run from a proxy one."""
+    from ulbench.metrics.fvd import resolve_video_detector
+
+    name = resolve_video_detector(suite.eval.detector, suite.eval.weights)
+    return suite if name == suite.eval.detector else replace(suite, eval=replace(suite.eval, detector=name))
 
 
 def plan(suite: SuiteConfig, out: str | Path) -> list[dict[str, Any]]:
     """What `run_suite` would do for each run: reuse, resume or train, and what stage 2 it gets (for --dry-run).
     A given space is loaded to learn whether it has continuous latents (the rule `run_one` applies)."""
-    out = Path(out)
+    out, suite = Path(out), resolve_detector(suite)
     rows = []
     for run in suite.runs:
         d = run_dir_of(out, suite, run)
@@ -270,7 +279,7 @@ def run_suite(suite: SuiteConfig, out: str | Path, overwrite: bool = False,
     """Run every run of a suite (reusing finished ones by config hash) and gather rows in out/results.jsonl."""
     from ulbench.metrics.features import build_detector
 
-    out = Path(out)
+    out, suite = Path(out), resolve_detector(suite)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "suite.json", json.dumps(asdict(suite), indent=1, default=str))
     device, precision = (execution.torch_device, execution.precision) if execution else ("cpu", "fp32")
