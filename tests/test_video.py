@@ -461,6 +461,11 @@ def test_tfhub_i3d_matches_the_flax_oracle(tfhub):
     assert prov["detector_weights_sha256"] == prov["detector_weights_ckpt_sha256"] == CKPT_SHA256
     assert len(prov["detector_weights_safetensors_sha256"]) == 64 and prov["resize"] == "tf1-bilinear-224"
     assert [p.name for p in (cache / "i3d").iterdir()] == [prov["detector_weights_safetensors"]]  # no temp left
+    from ulbench.metrics.features import sha256_file
+    from ulbench.metrics.i3d_tf import convert_to_safetensors
+
+    other = convert_to_safetensors(det.weights_path, cache / "again")  # a second conversion: the same bytes
+    assert sha256_file(str(other)) == prov["detector_weights_safetensors_sha256"]
     m = FVD(detector=det)
     assert m.label == "FVD" and not det.is_proxy
 

