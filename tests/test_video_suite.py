@@ -107,7 +107,7 @@ def test_video_run_rejects_image_detector_and_metrics():
 
 MINI = """
 include: [{suite}]
-eval: {{num_eval: 6, sample_steps: 2, decode_steps: 2, batch_size: 4}}
+eval: {{num_eval: 6, sample_steps: 2, decode_steps: 2, batch_size: 4, detector: video-proxy}}
 defaults:
   stage1: {{steps: 2, batch_size: 8, eval_every: 2, checkpoint_every: 2, eval_images: 4, eval_draws: 2,
            decode_steps: 2, encoder_channels: [8, 16], prior_channels: [8, 16], decoder_channels: [8, 16]}}

