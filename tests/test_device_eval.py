@@ -95,6 +95,7 @@ def test_sampler_on_meta(eta):
 
 
 def test_image_detectors_on_meta(inception_weights):
+    from ulbench.metrics.effnet import EffNetDetector
     from ulbench.metrics.features import InceptionDetector, ProxyDetector
     from ulbench.metrics.lpips_metric import LPIPS
 
@@ -102,9 +103,11 @@ def test_image_detectors_on_meta(inception_weights):
     with NoCpuMixing():
         proxy = ProxyDetector().to("meta").forward(x)
         inception = InceptionDetector(weights=inception_weights).to("meta").forward(x)
+        effnet = EffNetDetector().to("meta").forward(x)
         lpips = LPIPS(lpips_backbone="random", device="meta").distances(x, _meta_uint8(2, 3, 32, 32))
     assert proxy.device == META and tuple(proxy.shape) == (2, ProxyDetector.dim)
     assert inception.device == META and tuple(inception.shape) == (2, 2048)
+    assert effnet.device == META and tuple(effnet.shape) == (2, 1280)
     assert lpips.device == META and tuple(lpips.shape) == (2,)
 
 

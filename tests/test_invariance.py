@@ -44,6 +44,26 @@ def test_same_values_any_batching_or_sharding(reference, batch_size, world_size)
         assert got[k] == pytest.approx(reference[k], rel=1e-6, abs=1e-9), k
 
 
+def test_fd_effnet_same_values_any_batching_or_sharding():
+    """FD-EffNet (the embedded default's detector, fixed micro-batches): same rFD-EffNet and KD-EffNet for any
+    batch size or shard count (60 images: 120 EffNet forwards per run)."""
+    from ulbench.metrics.effnet import EffNetDetector
+
+    ds, det, space = Subset(embedded_photos("eval"), 60), EffNetDetector(), SPACES.build("jpeg-q30")
+    got = []
+    for batch_size, world_size in ((60, 1), (7, 1), (16, 3)):
+        merged = None
+        for rank in range(world_size):
+            metrics = build_metrics(["rfid", "kid"], len(ds), det)
+            evaluate_space(space, ds, metrics, batch_size=batch_size, rank=rank, world_size=world_size)
+            merged = metrics if merged is None else [a.merge(b) or a for a, b in zip(merged, metrics)]
+        got.append({k: v.value for k, (_, v) in compute_all(merged).items()})
+    assert merged[0].label == "rFD-EffNet" and got[0]["rfid"] > 0
+    for other in got[1:]:
+        for k in got[0]:
+            assert other[k] == pytest.approx(got[0][k], rel=1e-9, abs=1e-12), k
+
+
 def test_shards_are_exact_partitions():
     from ulbench.harness import shard_indices
 

@@ -17,7 +17,7 @@ from ulbench.config import load_suite
 MINI = """
 include: [{common}]
 description: "test suite"
-eval: {{num_eval: 48, num_gen: 48, sample_steps: 2, decode_steps: 2}}
+eval: {{num_eval: 48, num_gen: 48, sample_steps: 2, decode_steps: 2, detector: proxy}}  # fast; EffNet: test_effnet
 defaults:
   base: {{steps: 3, checkpoint_every: 3, batch_size: 16, channels: [16, 32]}}
   bound: {{steps: 3, batch_size: 16, channels: [16], draws: 2}}
@@ -47,7 +47,7 @@ def test_suites_resolve_with_include_sweep_and_set():
     names = [r.name for r in s.runs]
     assert "clf-b-c_lf30-bias_b2" in names and len([n for n in names if n.startswith("clf-b")]) == 9
     assert all(r.stage1.get("steps") == 7 for r in s.runs if r.system == "ul")
-    assert s.eval.detector == "proxy" and s.data == "embedded"
+    assert s.eval.detector == "effnet-lite0" and s.data == "embedded"
     assert load_suite("ablations").config_hash() != load_suite("ablations", ["eval.num_gen=10"]).config_hash()
     with pytest.raises(ValueError, match="Did you mean 'ablations'"):
         load_suite("ablation")

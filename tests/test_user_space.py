@@ -81,7 +81,7 @@ def test_python_api_evaluate_and_load_space():
 
 MINI = """
 include: [{common}]
-eval: {{num_eval: 32, num_gen: 32, sample_steps: 2, decode_steps: 2, metrics: [bpp, psnr, rfid, gfid]}}
+eval: {{num_eval: 32, num_gen: 32, sample_steps: 2, decode_steps: 2, metrics: [bpp, psnr, rfid, gfid], detector: proxy}}
 defaults:
   base: {{steps: 3, checkpoint_every: 3, batch_size: 16, channels: [16, 32]}}
   bound: {{steps: 3, batch_size: 16, channels: [16], draws: 2}}
@@ -117,7 +117,8 @@ def test_compare_names_a_module_space(tmp_path):
     sets = ["--set", "eval.num_eval=16", "--set", "eval.num_gen=16", "--set", "eval.sample_steps=2",
             "--set", "eval.decode_steps=2", "--set", "eval.metrics=[psnr,bpp,gfid]",
             "--set", "defaults.base.steps=2", "--set", "defaults.base.batch_size=8",
-            "--set", "defaults.bound.steps=2", "--set", "defaults.bound.batch_size=8"]
+            "--set", "defaults.bound.steps=2", "--set", "defaults.bound.batch_size=8",
+            "--set", "eval.detector=proxy"]  # fast: the detector is not what this tests (EffNet: test_effnet)
     res = CliRunner().invoke(main, ["compare", f"{SPEC}:2", "jpeg-q10", "--out", str(tmp_path / "c"), *sets])
     assert res.exit_code == 0, res.output
     assert "tests.user_space-make_space-2" in res.output and "jpeg-q10" in res.output

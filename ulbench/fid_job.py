@@ -140,9 +140,11 @@ def compute_fid_job(a: FidInput, b: FidInput, detector: Any, kid: bool = False, 
 
 def fid_rows(out: dict[str, Any], a: FidInput, detector: Any, provenance: dict[str, Any]) -> list[ResultRow]:
     """One ResultRow per computed value of `compute_fid_job` (system: A's name; reference: B's fingerprint)."""
+    from ulbench.metrics.features import metric_label
+
     name = detector.name
-    proxy = " [proxy]" if detector.is_proxy else ""
-    specs = [("fid", f"FID{proxy}", False, None), ("kid", f"KID{proxy}", False, out.get("kid_std")),
+    specs = [("fid", metric_label("fid", detector), False, None),  # FD-EffNet on EffNet: FID only on Inception
+             ("kid", metric_label("kid", detector), False, out.get("kid_std")),
              ("is", f"IS[{name}]", True, out.get("is_std")),
              ("precision", f"precision[{name}]", True, None), ("recall", f"recall[{name}]", True, None)]
     run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{config_hash(provenance)}"

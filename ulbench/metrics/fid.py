@@ -1,4 +1,7 @@
-"""rFID / gFID and KID on detector features (Heusel et al. 2017; Bińkowski et al. 2018 via torch-fidelity)."""
+"""rFID / gFID and KID on detector features (Heusel et al. 2017; Bińkowski et al. 2018 via torch-fidelity).
+
+Metric ids stay `rfid` / `gfid` / `kid` whatever the detector; labels name the network (`metric_label`): rFID on
+torch-fidelity's Inception, rFD-EffNet on EfficientNet-Lite0, "rFID [proxy]" on the proxy."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ulbench.metrics.base import AdditiveMetric
-from ulbench.metrics.features import Detector, build_detector
+from ulbench.metrics.features import FRECHET_PREFIX, Detector, build_detector, metric_label
 from ulbench.metrics.frechet import FeatureStats, frechet_distance, rank_deficiency_warning
 from ulbench.protocols import Batch, MetricValue
 
@@ -34,8 +37,9 @@ class FID(AdditiveMetric):
         self.reference = reference
         if name:
             self.name = name
-            self.label = {"rfid": "rFID", "gfid": "gFID", "fid": "FID"}.get(name, name)
-        if self.detector.is_proxy:
+        if self.name in FRECHET_PREFIX:  # rFID only on FID's Inception, else rFD-<network>
+            self.label = metric_label(self.name, self.detector)
+        elif self.detector.is_proxy:  # subclasses with their own network and name (FVD on I3D)
             self.label += " [proxy]"
         if reference is not None:
             self.needs = frozenset({"fake"})
@@ -123,8 +127,7 @@ class KID(AdditiveMetric):
         if num_items <= 0:
             raise ValueError("KID needs num_items (the dataset size) to lay out its additive state")
         self.num_items, self.subsets, self.subset_size, self.seed = num_items, subsets, subset_size, seed
-        if self.detector.is_proxy:
-            self.label += " [proxy]"
+        self.label = metric_label("kid", self.detector)  # KID on FID's Inception, else KD-<network>
         super().__init__()
 
     def init_state(self) -> dict[str, np.ndarray]:

@@ -88,6 +88,13 @@ def build_report(paths: list[str], out: str, title: str | None = None,
                 "systems but are NOT FID/FVD and not comparable to published numbers.")
         md += [f"> **{note}**", ""]
         html_parts.append(f"<p class='warn'><b>{html.escape(note)}</b></p>")
+    fd = tables.frechet_header(rows, "rfid")
+    if not proxy and "FD-" in fd:
+        note = (f"{fd} / {tables.frechet_header(rows, 'gfid')}: Fréchet distances on "
+                f"{tables.ours_provenance(rows).split('detector ')[-1].split(' sha256')[0]} features, not FID "
+                "(FID is Inception's): they rank systems, not comparable to published FID.")
+        md += [f"> {note}", ""]
+        html_parts.append(f"<p class='warn'>{html.escape(note)}</p>")
     md += ["## Results", "", f"Columns: {ours}" + (f"; {tables.PAPER_PROVENANCE}" if with_paper else ""), "",
            main.to_markdown(index=False), "", "↑ higher is better, ↓ lower is better; ± standard error over images "
            "(with several training seeds: the mean over seeds, and [seeds ± standard error over seeds, N]). "

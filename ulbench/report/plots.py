@@ -1,4 +1,5 @@
-"""Plots (seaborn): rate-distortion (bpp vs PSNR, bpp vs rFID) and cost-quality (gFID vs training FLOPs)."""
+"""Plots (seaborn): rate-distortion (bpp vs PSNR, bpp vs rFID) and cost-quality (gFID vs training FLOPs); the
+Fréchet axes are named by their detector (rFD-EffNet, rFID, rFID [proxy])."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
-from ulbench.report.tables import wide  # noqa: E402
+from ulbench.report.tables import frechet_header, wide  # noqa: E402
 
 
 def _png(fig) -> bytes:
@@ -49,7 +50,7 @@ def rate_distortion(rows: list[dict[str, Any]], proxy: bool) -> bytes | None:
     other = df[df["kind"] != "jpeg"].copy()
     # learned spaces sit at their UL bound (UL-SPEC §3), comparable across spaces; else the space's own bits
     other["rate"] = other["bpp_ul_bound"].fillna(other["bpp"]) if "bpp_ul_bound" in other else other["bpp"]
-    labels = ("PSNR (dB) ↑", "rFID" + (" [proxy]" if proxy else "") + " ↓")
+    labels = ("PSNR (dB) ↑", frechet_header(rows, "rfid") + " ↓")  # names the detector: rFD-EffNet, rFID
     for ax, metric, label in zip(axes[0], ("psnr", "rfid"), labels):
         if metric not in df:
             continue
@@ -107,7 +108,7 @@ def cost_quality(rows: list[dict[str, Any]], proxy: bool) -> bytes | None:
     ax.set_xscale("log")
     _log_x_ticks(ax, pd.concat([df["train_flops"], curves["train_flops"]]) if len(curves) else df["train_flops"])
     ax.set_xlabel("training FLOPs, cumulative (fvcore: 1 MAC = 1 FLOP), log")
-    ax.set_ylabel("gFID" + (" [proxy]" if proxy else "") + " ↓")
+    ax.set_ylabel(frechet_header(rows, "gfid") + " ↓")
     ax.set_title("Cost-quality" + (" along training" if len(curves) else ""))
     ax.legend(fontsize=7)
     return _png(fig)

@@ -9,6 +9,7 @@ import pandas as pd
 
 from ulbench.compare import format_value
 from ulbench.config import seed_group
+from ulbench.metrics.features import FRECHET_PREFIX, metric_label
 from ulbench.report.significance import Estimate, direction, paper_direction, verdict
 
 MAIN_METRICS = ("bpp", "bpp_ul_bound", "bpp_entropy", "bits_per_latent_dim", "psnr", "ssim", "lpips", "rfid",
@@ -36,6 +37,17 @@ def ours_provenance(rows: list[dict[str, Any]]) -> str:
               f" sha256 {str(fp.get('detector_weights_sha256'))[:10]}"
     return (f"ours: {p.get('dataset')} {p.get('resolution')}px, scale {p.get('scale', '?')}, {det}, "
             f"eval n={p.get('num_images', p.get('n'))}")
+
+
+def frechet_header(rows: list[dict[str, Any]], metric: str) -> str:
+    """Name of an image Fréchet metric as its rows' detector makes it (metric_label): rFID only on FID's
+    Inception, rFD-EffNet on EfficientNet-Lite0, "rFID [proxy]" on the proxy; else the short name."""
+    if metric not in FRECHET_PREFIX:
+        return SHORT.get(metric, metric)
+    found = [(r["metric"], r["provenance"]) for r in rows if r["metric"] in (metric, "rfid", "gfid", "kid")
+             and r.get("status", "ok") == "ok" and r.get("provenance", {}).get("detector")]
+    own = [p for m, p in found if m == metric]
+    return metric_label(metric, (own or [p for _, p in found] or [None])[0])
 
 
 def wide(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -86,7 +98,10 @@ def main_table(rows: list[dict[str, Any]], with_paper: bool) -> pd.DataFrame:
             continue
         if m == "bpp_ul_bound" and (df[m].isna() | (df[m] == df["bpp"])).all():
             continue  # every row's bpp already is its UL bound (all-UL tables): no second copy
-        name = SHORT[m] + (" [proxy]" if proxy and m in FRECHET else "") + " " + ARROW[m]
+        if m in FRECHET_PREFIX:
+            name = frechet_header(rows, m) + " " + ARROW[m]
+        else:
+            name = SHORT[m] + (" [proxy]" if proxy and m in FRECHET else "") + " " + ARROW[m]
         if m == "train_flops":
             out[name] = [_fmt_flops(v) for v in df[m]]
         else:
@@ -106,6 +121,8 @@ def orderings(rows: list[dict[str, Any]], baseline: str = "baseline") -> pd.Data
     if baseline not in df.index:
         return None
     base, base_paper = df.loc[baseline], df.loc[baseline, "paper"] or {}
+    heads = {m: SHORT[m] if frechet_header(rows, m) == SHORT[m] or m == "bpp"
+             else f"{SHORT[m]} (paper) vs {frechet_header(rows, m)} (ours)" for m in ("bpp", "rfid", "gfid")}
     out = []
     for run, rec in df.iterrows():
         if run == baseline or not rec["paper"]:
@@ -115,9 +132,9 @@ def orderings(rows: list[dict[str, Any]], baseline: str = "baseline") -> pd.Data
             paper_v, pb = rec["paper"].get(m), base_paper.get(m)
             ours, ob = rec.get(m + "_est"), base.get(m + "_est")
             if paper_v is None or pb is None or not isinstance(ours, Estimate) or not isinstance(ob, Estimate):
-                row[SHORT[m]] = "n/a"
+                row[heads[m]] = "n/a"
                 continue
-            row[SHORT[m]] = verdict(paper_direction(paper_v, pb), *direction(ours, ob))
+            row[heads[m]] = verdict(paper_direction(paper_v, pb), *direction(ours, ob))
         out.append(row)
     return pd.DataFrame(out) if out else None
 
