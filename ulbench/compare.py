@@ -8,6 +8,7 @@ from typing import Any
 from ulbench.results import COMPARABLE_FIELDS, provenance_conflicts, read_rows, rows_frame
 
 RUN_FIELDS = (*COMPARABLE_FIELDS, "config_hash")  # rows equal in these measured the same thing the same way
+SERIES_METRICS = ("gfid_curve",)  # points along training (one per checkpoint): plotted, not a table's endpoint
 
 
 class ProvenanceMismatch(ValueError):
@@ -99,8 +100,8 @@ def compare_table(paths: list[str], metrics: list[str] | None = None) -> str:
     """Markdown table across systems from result files, after the provenance check: every distinct run is
     checked, so one system measured two ways (say n=700 and n=8) is refused, never silently reduced to one row."""
     rows = distinct_runs(read_rows(paths))
-    if metrics:
-        rows = [r for r in rows if r["metric"] in metrics]
+    rows = [r for r in rows if r["metric"] in metrics] if metrics else \
+        [r for r in rows if r["metric"] not in SERIES_METRICS]
     if not rows:
         raise ValueError("no result rows to compare")
     check_comparable(rows)
