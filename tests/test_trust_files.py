@@ -1,0 +1,99 @@
+"""Issue 15, files and gate: concurrent appends, strict JSON, the CI gate, run names, Markdown cells, file modes,
+broken symlinks. Each test here failed on the code before the fix."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+from pathlib import Path
+
+WRITERS, APPENDS, PER_APPEND, SEEDED = 4, 40, 3, 500
+
+
+def _row(system: str, metric: str, value, run_id: str = "r1", **kw):
+    from ulbench.results import ResultRow
+
+    prov = {"dataset": "embedded", "split": "eval", "resolution": 32, "n": 8, **kw.pop("provenance", {})}
+    return ResultRow(run_id=run_id, system=system, metric=metric, value=value, n=8, provenance=prov, **kw)
+
+
+def _writer(path: str, k: int, barrier) -> None:
+    from ulbench.results import append_rows
+
+    barrier.wait()
+    for i in range(APPENDS):
+        append_rows(path, [_row(f"w{k}", "psnr", float(i), run_id=f"w{k}-{i}-{j}") for j in range(PER_APPEND)])
+
+
+def _strict(text: str):
+    def refuse(token):
+        raise ValueError(f"non-strict JSON token {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_concurrent_appends_keep_every_row(tmp_path):
+    """4 real processes append into one (already large) results file at once: every row survives, once."""
+    from ulbench.results import append_rows
+
+    path = tmp_path / "results.jsonl"
+    append_rows(path, [_row("seed", "psnr", 1.0, run_id=f"s{i}") for i in range(SEEDED)])
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(WRITERS)
+    procs = [ctx.Process(target=_writer, args=(str(path), k, barrier)) for k in range(WRITERS)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert all(p.exitcode == 0 for p in procs)
+    ids = [json.loads(line)["run_id"] for line in path.read_text().splitlines()]
+    expected = {f"w{k}-{i}-{j}" for k in range(WRITERS) for i in range(APPENDS) for j in range(PER_APPEND)}
+    assert len(ids) == SEEDED + len(expected), f"{len(ids)} of {SEEDED + len(expected)} rows survived"
+    assert set(ids) == expected | {f"s{i}" for i in range(SEEDED)}
+
+
+def _old_file(tmp_path) -> Path:
+    """A results file as older code wrote it: bare NaN / Infinity tokens."""
+    old = tmp_path / "old.jsonl"
+    good = json.loads(_row("jpeg", "psnr", 30.0).to_json())
+    old.write_text(json.dumps({**good, "stderr": float("nan")}) + "\n"
+                   + json.dumps({**good, "system": "pixel", "value": float("inf")}) + "\n")
+    assert "Infinity" in old.read_text() and "NaN" in old.read_text()
+    return old
+
+
+def test_rows_are_strict_json_and_old_files_still_read(tmp_path):
+    from ulbench.results import append_rows, read_rows
+
+    row = _row("pixel", "psnr", float("inf"), stderr=float("nan"), extra={"per_image": [1.0, float("inf")]})
+    doc = _strict(row.to_json())
+    assert doc["value"] is None and doc["stderr"] is None and doc["extra"]["per_image"] == [1.0, None]
+    assert doc["status"] == "failed" and "non-finite" in doc["reason"]  # never an "ok" row without a number
+    old = _old_file(tmp_path)
+    assert len(read_rows([old])) == 2
+    append_rows(old, [row])  # appending rewrites the old lines too: the whole file becomes strict
+    lines = [_strict(line) for line in old.read_text().splitlines()]
+    assert len(lines) == 3 and lines[1]["status"] == "failed" and lines[0]["stderr"] is None
+    for committed in (Path(__file__).resolve().parent.parent / "reports" / "baselines").glob("*.json"):
+        _strict(committed.read_text())
+
+
+def test_written_files_keep_the_umask_mode(tmp_path):
+    from ulbench.results import append_rows, atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        existing = tmp_path / "results.jsonl"
+        existing.write_text("")
+        os.chmod(existing, 0o644)
+        append_rows(existing, [_row("a", "psnr", 1.0)])
+        assert existing.stat().st_mode & 0o777 == 0o644
+        os.chmod(existing, 0o640)
+        atomic_write_text(existing, "x\n")
+        assert existing.stat().st_mode & 0o777 == 0o640
+        os.umask(0o002)
+        atomic_write_text(tmp_path / "new.json", "{}")
+        assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o664
+    finally:
+        os.umask(old)
