@@ -8,6 +8,9 @@ import multiprocessing as mp
 import os
 from pathlib import Path
 
+import pytest
+from click.testing import CliRunner
+
 WRITERS, APPENDS, PER_APPEND, SEEDED = 4, 40, 3, 500
 
 
@@ -77,6 +80,67 @@ def test_rows_are_strict_json_and_old_files_still_read(tmp_path):
     assert len(lines) == 3 and lines[1]["status"] == "failed" and lines[0]["stderr"] is None
     for committed in (Path(__file__).resolve().parent.parent / "reports" / "baselines").glob("*.json"):
         _strict(committed.read_text())
+
+
+def _gate(tmp_path, rows: list, baseline: dict | None = None, base_rows: list | None = None):
+    from ulbench.cli import main
+    from ulbench.results import write_rows
+
+    base = tmp_path / "base.json"
+    if baseline is not None:
+        base.write_text(json.dumps(baseline))
+    else:
+        write_rows(tmp_path / "base.jsonl", base_rows)
+        assert CliRunner().invoke(main, ["check", str(tmp_path / "base.jsonl"), "--baseline", str(base),
+                                         "--update"]).exit_code == 0
+    write_rows(tmp_path / "now.jsonl", rows)
+    return CliRunner().invoke(main, ["check", str(tmp_path / "now.jsonl"), "--baseline", str(base)])
+
+
+def test_baseline_written_from_an_old_file_is_strict_json(tmp_path):
+    from ulbench.check import run_check
+
+    base = tmp_path / "base.json"
+    assert run_check([str(_old_file(tmp_path))], str(base), update=True)[0] == 0
+    assert set(_strict(base.read_text())["metrics"]) == {"jpeg/psnr"}  # an infinite PSNR is no number to gate on
+
+
+BASE = [("ul", "bpp", 1.2, False), ("ul", "rfid", 80.0, False), ("ul", "gfid", 120.0, False),
+        ("ul", "psnr", 25.0, True)]
+
+
+def _rows(**override):
+    return [_row(s, m, override.get(f"{s}/{m}", v), higher_is_better=h) for s, m, v, h in BASE]
+
+
+@pytest.mark.parametrize("metric, value", [("ul/bpp", 0.0), ("ul/rfid", 0.0), ("ul/gfid", 0.0),
+                                           ("ul/psnr", float("inf"))])
+def test_gate_does_not_pass_a_collapse_or_a_too_good_value(tmp_path, metric, value):
+    res = _gate(tmp_path, _rows(**{metric: value}), base_rows=_rows())
+    assert res.exit_code == 1, res.output
+    assert metric in res.output and ("--update" in res.output or "failed" in res.output)
+
+
+def test_gate_fails_on_an_empty_or_non_matching_baseline(tmp_path):
+    res = _gate(tmp_path, _rows(), baseline={"format": "ulbench-baseline/1", "metrics": {}})
+    assert res.exit_code == 1 and "no metrics" in res.output, res.output
+    other = [_row("jpeg", "psnr", 30.0, higher_is_better=True)]
+    res = _gate(tmp_path, _rows(), base_rows=other)
+    assert res.exit_code == 1 and "none of the baseline" in res.output, res.output
+
+
+def test_gate_picks_the_latest_run_by_order_not_by_a_missing_timestamp(tmp_path):
+    """An older ok row with created_utc, then a regressed row of a later run without it: the later run is gated."""
+    older = _rows()
+    for r in older:
+        r.provenance["created_utc"] = "2026-01-01T00:00:00+00:00"
+    newer = [_row("ul", "psnr", 20.0, run_id="r2", higher_is_better=True)]
+    res = _gate(tmp_path, older + newer, base_rows=_rows())
+    assert res.exit_code == 1 and "regressed" in res.output, res.output
+    failed = [_row("ul", "psnr", None, run_id="r2", status="failed", reason="decoder NaN", higher_is_better=True)]
+    res = _gate(tmp_path, older + failed, base_rows=_rows())  # a failed latest run never falls back to an old ok
+    assert res.exit_code == 1 and "failed" in res.output, res.output
+    assert _gate(tmp_path, older, base_rows=_rows()).exit_code == 0
 
 
 def test_written_files_keep_the_umask_mode(tmp_path):
