@@ -143,6 +143,28 @@ def test_gate_picks_the_latest_run_by_order_not_by_a_missing_timestamp(tmp_path)
     assert _gate(tmp_path, older, base_rows=_rows()).exit_code == 0
 
 
+@pytest.mark.parametrize("name", ["../../escaped/x", "/tmp/ulbench-escaped-i15", "a/b", "a\\b", "..", "x y", ""])
+def test_run_names_cannot_escape_out(tmp_path, name):
+    from ulbench.cli import main
+
+    suite = tmp_path / "evil.yaml"
+    suite.write_text(json.dumps({"runs": [{"name": name, "system": "jpeg", "space": "jpeg-q10"}]}))
+    out = tmp_path / "a" / "b" / "out"
+    res = CliRunner().invoke(main, ["run", "--suite", str(suite), "--out", str(out), "--no-report"])
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "run name" in lines[0], res.output
+    assert not (out.parent / "escaped").exists() and not out.exists()  # ../../escaped from out/runs
+    assert not list(Path("/tmp").glob("ulbench-escaped-i15*"))
+
+
+def test_seed_and_sweep_run_names_stay_valid():
+    from ulbench.config import load_suite
+
+    names = [r.name for r in load_suite("bitrate", ["seeds=2"]).runs]
+    assert "clf-b-c_lf3-bias_b-2@seed1" in names
+
+
 def test_written_files_keep_the_umask_mode(tmp_path):
     from ulbench.results import append_rows, atomic_write_text
 
