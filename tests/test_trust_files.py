@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -163,6 +164,24 @@ def test_seed_and_sweep_run_names_stay_valid():
 
     names = [r.name for r in load_suite("bitrate", ["seeds=2"]).runs]
     assert "clf-b-c_lf3-bias_b-2@seed1" in names
+
+
+def test_markdown_cells_are_escaped(tmp_path):
+    from ulbench.report import build_report
+    from ulbench.results import write_rows
+
+    label = "evil | <script>alert(1)</script> & co"
+    rows = [_row("evil|sys", m, v, higher_is_better=h, label=m, extra={"run_label": label})
+            for m, v, h in (("psnr", 25.0, True), ("bpp", 1.5, False))]
+    rows.append(_row("plain", "psnr", 30.0, higher_is_better=True, extra={"run_label": "plain"}))
+    write_rows(tmp_path / "r.jsonl", rows)
+    md, _ = build_report([str(tmp_path / "r.jsonl")], str(tmp_path / "report"), log=lambda m: None)
+    text = md.read_text()
+    assert "<script>" not in text and "&lt;script&gt;" in text and "&amp; co" in text
+    for table in re.findall(r"(?:^\|.*\|$\n?)+", text, flags=re.M):
+        lines = table.strip().splitlines()
+        cells = [len(re.split(r"(?<!\\)\|", line)) for line in lines]
+        assert len(set(cells)) == 1, table  # an unescaped | would shift cells under the wrong header
 
 
 def test_written_files_keep_the_umask_mode(tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ulbench.compare import latest_rows
+from ulbench.markdown import markdown_table
 from ulbench.results import COMPARABLE_FIELDS, atomic_write_text, read_rows, strict_json
 
 # metric -> (kind, tolerance): "abs" in the metric's unit or "rel" fraction of the baseline value
@@ -145,7 +146,7 @@ def run_check(paths: list[str], baseline_path: str, update: bool = False) -> tup
     if refusals:
         return 2, ("refusing to check against a baseline with different provenance:\n  " + "\n  ".join(refusals)
                    + "\nre-run under the baseline's protocol, or refresh it with --update")
-    table = pd.DataFrame(report).to_markdown(index=False)
+    table = markdown_table(pd.DataFrame(report), index=False)
     if all(r["status"] in ("missing", "new", "ungated") for r in report):
         return 1, (table + f"\nFAILED: none of the baseline's {len(metrics)} metrics is in the results "
                    f"({', '.join(paths)}): wrong results file or wrong baseline?")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ulbench.markdown import markdown_table
 from ulbench.results import COMPARABLE_FIELDS, provenance_conflicts, read_rows, rows_frame
 
 RUN_FIELDS = (*COMPARABLE_FIELDS, "config_hash")  # rows equal in these measured the same thing the same way
@@ -99,4 +100,4 @@ def compare_table(paths: list[str], metrics: list[str] | None = None) -> str:
     if not rows:
         raise ValueError("no result rows to compare")
     check_comparable(rows)
-    return pivot(rows).to_markdown()
+    return markdown_table(pivot(rows))
