@@ -202,3 +202,20 @@ def test_written_files_keep_the_umask_mode(tmp_path):
         assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o664
     finally:
         os.umask(old)
+
+
+def test_broken_symlinks_in_an_image_folder_are_counted_and_reported(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from ulbench.data.folder import ImageFolderDataset
+
+    root = tmp_path / "imgs"
+    root.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((8, 8, 3), i * 40, np.uint8)).save(root / f"img{i}.png")
+    (root / "gone1.png").symlink_to(tmp_path / "missing1.png")
+    (root / "gone2.jpg").symlink_to(tmp_path / "missing2.jpg")
+    with pytest.warns(UserWarning, match=r"2 broken symlink"):
+        ds = ImageFolderDataset(str(root), split="all")
+    assert len(ds) == 3 and ds.info()["skipped_broken_links"] == 2
