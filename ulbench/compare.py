@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ulbench.markdown import markdown_table
 from ulbench.results import COMPARABLE_FIELDS, provenance_conflicts, read_rows, rows_frame
 
 RUN_FIELDS = (*COMPARABLE_FIELDS, "config_hash")  # rows equal in these measured the same thing the same way
@@ -24,11 +25,8 @@ def distinct_runs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (system, metric, protocol + config hash): repeated measurements of the same thing collapse to
     the newest; rows that differ in any of RUN_FIELDS all stay (and `check_comparable` then refuses them)."""
     newest: dict[tuple[str, str, str], dict] = {}
-    for r in rows:
-        key = (r["system"], r["metric"], _run_key(r))
-        if key not in newest or r.get("provenance", {}).get("created_utc", "") >= \
-                newest[key].get("provenance", {}).get("created_utc", ""):
-            newest[key] = r
+    for r in rows:  # later in the files = newer (results are appended): order, not a timestamp a row may lack
+        newest[(r["system"], r["metric"], _run_key(r))] = r
     return list(newest.values())
 
 
@@ -64,14 +62,12 @@ def check_comparable(rows: list[dict[str, Any]]) -> None:
 
 
 def latest_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Keep the newest row per (system, metric) (the regression gate checks the latest run; `compare` keeps
-    every distinct run: `distinct_runs`)."""
+    """Keep the newest row per (system, metric), whatever its status: the last in file order (files in the order
+    given, lines as appended), never by a timestamp a row may lack (the regression gate checks the latest run;
+    `compare` keeps every distinct run: `distinct_runs`)."""
     newest: dict[tuple[str, str], dict] = {}
     for r in rows:
-        key = (r["system"], r["metric"])
-        if key not in newest or r.get("provenance", {}).get("created_utc", "") >= \
-                newest[key].get("provenance", {}).get("created_utc", ""):
-            newest[key] = r
+        newest[(r["system"], r["metric"])] = r
     return list(newest.values())
 
 
@@ -105,4 +101,4 @@ def compare_table(paths: list[str], metrics: list[str] | None = None) -> str:
     if not rows:
         raise ValueError("no result rows to compare")
     check_comparable(rows)
-    return pivot(rows).to_markdown()
+    return markdown_table(pivot(rows))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from ulbench.results import config_hash
 
 SUITES_DIR = Path(__file__).parent / "suites"
 SCALE_RESOLUTION = {"tiny": 32, "small": 128, "paper": 512}  # image side of each preset (ul_models PRESETS)
+RUN_NAME = re.compile(r"[A-Za-z0-9._@-]+")  # run names become folders under --out: plain names only
 SYSTEM_KINDS = ("ul", "sd-vae-tiny", "pixel", "space", "jpeg", "sd-vae", "diffusers", "ul-video", "pixel-video")
 
 
@@ -140,6 +142,14 @@ def seed_group(run_name: str) -> tuple[str, int]:
     return name, int(k) if k else 0
 
 
+def check_run_name(name: Any, where: str, what: str = "run name") -> None:
+    """Refuse a run (or suite) name that is not one plain folder name: it becomes `--out/runs/NAME-HASH`, so a
+    separator, `..` or an absolute path would put files (and an unlinked results.jsonl) outside --out."""
+    if not isinstance(name, str) or not RUN_NAME.fullmatch(name) or ".." in name:
+        raise ValueError(f"{where}: {what} {name!r} is not a plain name; expected letters, digits and . _ - @ "
+                         "(no path separator, no '..', not absolute), e.g. 'ul-clf10' (seed runs are NAME@seedK)")
+
+
 def _expand_seeds(run: dict[str, Any], seeds: int) -> list[dict[str, Any]]:
     """`seeds: N` trains each run N times: seed k > 0 sets stage1/base/bound `seed: k` (eval images and their
     seeds stay the same, so rows pair up); seed 0 is the run exactly as written."""
@@ -168,9 +178,14 @@ def _expand_sweep(run: dict[str, Any]) -> list[dict[str, Any]]:
             for p in parents:
                 node = node.setdefault(p, {})
             node[leaf] = v
-        r["name"] = run["name"] + "-" + "-".join(f"{k.split('.')[-1]}{v}" for k, v in zip(keys, values))
+        r["name"] = run["name"] + "-" + "-".join(f"{k.split('.')[-1]}{_name_part(v)}" for k, v in zip(keys, values))
         out.append(r)
     return out
+
+
+def _name_part(value: Any) -> str:
+    """A sweep value as part of a run name (lists like [16, 32] become 16_32: run names are folder names)."""
+    return re.sub(r"[^A-Za-z0-9._@-]+", "_", str(value)).strip("_")
 
 
 def resolve(raw: dict[str, Any], name: str = "suite") -> SuiteConfig:
@@ -194,6 +209,7 @@ def resolve(raw: dict[str, Any], name: str = "suite") -> SuiteConfig:
     runs = []
     for r in raw.pop("runs", []) or []:
         for expanded in (s for one in _expand_sweep(deep_merge(defaults, r)) for s in _expand_seeds(one, seeds)):
+            check_run_name(expanded.get("name"), f"suite {name}")
             bad = set(expanded) - set(RunConfig.__dataclass_fields__)
             if bad:
                 raise ValueError(f"suite {name}, run {expanded.get('name')}: unknown keys {sorted(bad)}")
@@ -207,7 +223,10 @@ def resolve(raw: dict[str, Any], name: str = "suite") -> SuiteConfig:
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise ValueError(f"suite {name}: duplicate run names {sorted(dup)}")
-    return SuiteConfig(name=raw.pop("name", name), eval=EvalConfig(**ev), runs=tuple(runs), **raw)
+    suite_name = raw.pop("name", None)
+    if suite_name is not None:
+        check_run_name(suite_name, f"suite {name}", "suite name")  # the default --out is results/NAME
+    return SuiteConfig(name=suite_name or name, eval=EvalConfig(**ev), runs=tuple(runs), **raw)
 
 
 def _check_keys(where: str, stage: str, given: dict[str, Any], valid: set[str]) -> None:
@@ -315,7 +334,7 @@ def runs_for_systems(names: list[str], sets: list[str] | None = None, scale: str
         if re.fullmatch(r"jpeg-q\d+", name):  # kind "jpeg": the reports draw JPEG as the reference line
             extra.append({"name": name, "system": "jpeg", "space": name, "label": f"JPEG q{name[6:]}"})
         elif given:
-            run_name = given["preset"] or f"diffusers-{Path(given['dir']).name or 'model'}"
+            run_name = given["preset"] or f"diffusers-{_name_part(Path(given['dir']).name) or 'model'}"
             extra.append({"name": run_name, "system": "sd-vae" if given["preset"] else "diffusers", "space": name,
                           "label": f"{run_name} (given)"})
         else:

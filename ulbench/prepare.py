@@ -13,14 +13,16 @@ from typing import Any
 
 from PIL import Image
 
-from ulbench.data.folder import IMAGE_EXTENSIONS, BadImageError, adm_center_crop, decode_image
+from ulbench.data.folder import BadImageError, adm_center_crop, decode_image, list_images
 from ulbench.results import atomic_write_text
 
 
-def list_source(src: Path) -> list[tuple[str, int]]:
-    """(relative path, label) of every image; labels are sorted class folder names (ImageNet layout)."""
-    files = sorted(str(p.relative_to(src)) for p in src.rglob("*") if p.is_file()
-                   and p.suffix.lower() in IMAGE_EXTENSIONS)
+def list_source(src: Path, broken: list[str] | None = None) -> list[tuple[str, int]]:
+    """(relative path, label) of every image; labels are sorted class folder names (ImageNet layout). Broken
+    symlinks (target missing) are left out and appended to `broken`."""
+    files, dangling = list_images(src)
+    if broken is not None:
+        broken += dangling
     classes = sorted({f.split("/")[0] for f in files if "/" in f})
     index = {c: i for i, c in enumerate(classes)}
     return [(f, index.get(f.split("/")[0], 0) if "/" in f else 0) for f in files]
@@ -58,7 +60,8 @@ def prepare_imagenet(src: str, out: str, resolution: int = 512, workers: int = 2
         raise ValueError(f"--src {src!r} is not a folder (expected ImageNet layout: one sub-folder per class)")
     if resolution < 8:
         raise ValueError(f"--resolution must be >= 8, got {resolution}")
-    items = list_source(src_path)
+    broken: list[str] = []
+    items = list_source(src_path, broken)
     if not items:
         raise ValueError(f"{src}: no images found")
     folder = out_path.with_suffix("") if as_zip else out_path
@@ -70,6 +73,7 @@ def prepare_imagenet(src: str, out: str, resolution: int = 512, workers: int = 2
     if bad_path.exists():
         bad = json.loads(bad_path.read_text())
         todo = [t for t in todo if t[1] not in bad]
+    bad.update({rel: "broken symlink: its target is missing" for rel in broken})  # counted, not dropped
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
         for rel, err in tqdm(pool.map(_crop_one, todo, chunksize=16), total=len(todo), desc="prepare",
                              disable=not progress):

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ulbench.config import RunConfig, SuiteConfig, seed_group
+from ulbench.config import RunConfig, SuiteConfig, check_run_name, seed_group
 
 DONE = "done.json"  # written last in a run directory: the run is finished and reusable
 
 
 def run_dir_of(out: Path, suite: SuiteConfig, run: RunConfig) -> Path:
-    """Per-run directory named by the run's config hash (reused when the hash matches)."""
+    """Per-run directory named by the run's config hash (reused when the hash matches); always inside `out`."""
+    check_run_name(run.name, f"suite {suite.name}")  # also for RunConfigs built in code, not from a suite file
     return out / "runs" / f"{run.name}-{run.config_hash(suite)}"
 
 

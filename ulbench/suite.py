@@ -14,7 +14,7 @@ import numpy as np
 
 from ulbench.config import RunConfig, SuiteConfig
 from ulbench.metrics.features import metric_label
-from ulbench.results import ResultRow, append_rows, atomic_write_text, read_rows
+from ulbench.results import ResultRow, atomic_write_text, read_rows, strict_json, write_rows
 from ulbench.run_files import DONE, run_dir_of, save_grid, seed_extra
 
 __all__ = ["DONE", "plan", "resolve_detector", "run_dir_of", "run_one", "run_suite", "save_grid"]
@@ -89,7 +89,7 @@ def _train_ul(out: Path, suite: SuiteConfig, run: RunConfig, log: Callable[[str]
     if not (d / "done.json").exists():
         log(f"[{run.name}] stage 1: UL {cfg.steps} steps -> {d}")
         summary = train_stage1(cfg, d, resume=(d / CHECKPOINT).exists(), progress=True, execution=execution)
-        atomic_write_text(d / "done.json", json.dumps(summary, default=str))
+        atomic_write_text(d / "done.json", strict_json(summary, default=str))
     return load_ul_space(str(d), steps=suite.eval.decode_steps), f"ul:{d}", cfg.steps * cfg.batch_size
 
 
@@ -182,7 +182,7 @@ def _stage2(out: Path, suite: SuiteConfig, run: RunConfig, space: Any, spec: str
     if not (d / "done.json").exists():
         log(f"[{run.name}] stage 2: base model {cfg.steps} steps on {spec} -> {d}")
         summary = train_base(cfg, d, resume=True, progress=True, space=space, execution=execution)
-        atomic_write_text(d / "done.json", json.dumps(summary, default=str))
+        atomic_write_text(d / "done.json", strict_json(summary, default=str))
     gen = BaseGenerator(d, space=space, steps=ev.sample_steps, decode_steps=ev.decode_steps)
     macs = macs_per_sample(base_components(gen))
     encoded = json.loads((d / BASE_CONFIG).read_text()).get("encoded_images", 0)
@@ -346,7 +346,7 @@ def run_suite(suite: SuiteConfig, out: str | Path, overwrite: bool = False,
 
     out, suite = Path(out), resolve_detector(suite)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "suite.json", json.dumps(asdict(suite), indent=1, default=str))
+    atomic_write_text(out / "suite.json", strict_json(asdict(suite), indent=1, default=str))
     device, precision = (execution.torch_device, execution.precision) if execution else ("cpu", "fp32")
     detector = build_detector(suite.eval.detector, suite.eval.weights, device=device, precision=precision)
     t0 = time.perf_counter()
@@ -357,10 +357,9 @@ def run_suite(suite: SuiteConfig, out: str | Path, overwrite: bool = False,
             continue
         rows = run_one(out, suite, run, detector, log, execution)
         d.mkdir(parents=True, exist_ok=True)
-        (d / "results.jsonl").unlink(missing_ok=True)
-        append_rows(d / "results.jsonl", rows)
+        write_rows(d / "results.jsonl", rows)  # replaces a stale file at once (no unlink-then-append window)
         atomic_write_text(d / DONE, json.dumps({"run": run.name, "hash": run.config_hash(suite)}))
     all_rows = read_rows([run_dir_of(out, suite, r) / "results.jsonl" for r in suite.runs])
-    atomic_write_text(out / "results.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in all_rows))
+    write_rows(out / "results.jsonl", all_rows)
     log(f"suite {suite.name}: {len(suite.runs)} runs in {time.perf_counter() - t0:.0f} s -> {out / 'results.jsonl'}")
     return all_rows

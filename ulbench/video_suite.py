@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ulbench.config import RunConfig, SuiteConfig
-from ulbench.results import ResultRow, atomic_write_text, config_hash
+from ulbench.results import ResultRow, atomic_write_text, config_hash, strict_json
 from ulbench.spaces import space_info
 
 VIDEO_METRICS = ("bpp", "psnr", "rfvd", "fvd")
@@ -60,7 +60,7 @@ def _frames_folder(out: Path, train: Any, eval_set: Any, log: Callable[[str], No
         for i, clip in enumerate(clips):
             for t, frame in enumerate(clip):
                 Image.fromarray(frame.permute(1, 2, 0).numpy()).save(folder / f"{i:05d}_{t:03d}.png")
-    atomic_write_text(root / "done.json", json.dumps({"train": train.info(), "eval": eval_set.info()}, default=str))
+    atomic_write_text(root / "done.json", strict_json({"train": train.info(), "eval": eval_set.info()}, default=str))
     return root
 
 
@@ -78,7 +78,7 @@ def _stage1(out: Path, suite: SuiteConfig, run: RunConfig, frames_dir: Path, bit
     if not (d / "done.json").exists():
         log(f"[{run.name}] stage 1: per-frame UL {cfg.steps} steps -> {d}")
         summary = train_stage1(cfg, d, resume=(d / CHECKPOINT).exists(), progress=True, execution=execution)
-        atomic_write_text(d / "done.json", json.dumps(summary, default=str))
+        atomic_write_text(d / "done.json", strict_json(summary, default=str))
     space = load_ul_space(str(d), steps=suite.eval.decode_steps, bits_draws=bits_draws)
     return space, {"stage1_macs": macs_per_sample(space_components(space)),
                    "stage1_samples": cfg.steps * cfg.batch_size, "stage1_dir": str(d)}
@@ -98,7 +98,7 @@ def _stage2(out: Path, run: RunConfig, vcfg: Any, codec: Any, train: Any, log: C
         clips, labels = train.get(np.arange(len(train)))
         summary = train_video_base(vcfg, d, codec, clips, labels, train.num_classes, resume=True,
                                    execution=execution)
-        atomic_write_text(d / "done.json", json.dumps(summary, default=str))
+        atomic_write_text(d / "done.json", strict_json(summary, default=str))
     summary = json.loads((d / "done.json").read_text())
     pred = VideoPredictor(d, codec)
     c, h, w = pred.meta["frame_shape"]

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -55,12 +56,27 @@ def adm_center_crop(img: np.ndarray, resolution: int) -> np.ndarray:
     return arr[top:top + resolution, left:left + resolution]
 
 
+def list_images(root: Path) -> tuple[list[str], list[str]]:
+    """Sorted relative names of the image files below `root`, and of the image-named symlinks whose target is
+    missing (left out of the images, returned so that they are counted and reported, never dropped silently)."""
+    names, broken = [], []
+    for p in root.rglob("*"):
+        if p.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        if p.is_file():
+            names.append(str(p.relative_to(root)))
+        elif p.is_symlink() and not p.exists():
+            broken.append(str(p.relative_to(root)))
+    return sorted(names), sorted(broken)
+
+
 class _Source:
     """Files of a folder or a zip: sorted names, bytes by name."""
 
     def __init__(self, root: Path):
         self.root = root
         self.is_zip = root.suffix.lower() == ".zip"
+        self.broken_links: list[str] = []  # image-named symlinks whose target is missing (folders only)
         if self.is_zip:
             try:
                 with zipfile.ZipFile(root) as z:
@@ -69,8 +85,7 @@ class _Source:
             except zipfile.BadZipFile as e:
                 raise ValueError(f"{root}: not a valid zip file ({e})") from e
         else:
-            self.names = sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            self.names, self.broken_links = list_images(root)
             meta = root / "dataset.json"
             self.meta = json.loads(meta.read_text()) if meta.is_file() else None
         self._zip, self._zip_pid = None, 0
@@ -132,8 +147,14 @@ class ImageFolderDataset(ImageDataset):
                 path = path / sub
                 break
         self.source = _Source(path)
+        broken = self.source.broken_links
+        if broken:
+            warnings.warn(f"{path}: skipped {len(broken)} broken symlink(s) whose target is missing "
+                          f"({', '.join(broken[:5])}{' ...' if len(broken) > 5 else ''}); recorded as "
+                          "skipped_broken_links in provenance", stacklevel=2)
         if not self.source.names:
-            raise ValueError(f"{path}: no images found (extensions {', '.join(IMAGE_EXTENSIONS)})")
+            raise ValueError(f"{path}: no images found (extensions {', '.join(IMAGE_EXTENSIONS)})"
+                             + (f"; {len(broken)} broken symlink(s) skipped" if broken else ""))
         self.name = f"folder:{Path(root).name}"
         self.split = split
         self.resolution = resolution or 0
@@ -209,4 +230,5 @@ class ImageFolderDataset(ImageDataset):
         return {**super().info(), "source": str(self.source.root), "dataset_fingerprint": self.source.fingerprint(),
                 "preprocess": ("none (native size {1}x{0})".format(*self.native_size) if self.native_size
                                else f"ADM centre crop to {self.resolution}"),
-                "skipped_bad_files": len(self.skipped)}
+                "skipped_bad_files": len(self.skipped),
+                **({"skipped_broken_links": len(self.source.broken_links)} if self.source.broken_links else {})}

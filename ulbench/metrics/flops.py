@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from ulbench.markdown import md_escape
+
 CONVENTION = "fvcore convention: 1 multiply-add = 1 FLOP (GMACs); gflops_2x = 2 × GMACs"
 TRAINING_MULTIPLIER = 3  # forward + backward ≈ 3 × forward (UL-SPEC §8; Kaplan et al. 2020)
 
@@ -171,5 +173,6 @@ class FlopReport:
         lines = [f"**{self.title}** ({CONVENTION}).", "",
                  "| component | params | GMACs/sample | GFLOPs (2×MAC)/sample |", "| --- | ---: | ---: | ---: |"]
         for r in self.rows:
-            lines.append(f"| {r.component} | {r.params:,} | {r.gmacs_per_sample:.4g} | {r.gflops_2x_per_sample:.4g} |")
+            lines.append(f"| {md_escape(r.component)} | {r.params:,} | {r.gmacs_per_sample:.4g} "
+                         f"| {r.gflops_2x_per_sample:.4g} |")
         return "\n".join(lines) + "\n"

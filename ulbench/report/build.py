@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from ulbench.markdown import markdown_table, md_escape
 from ulbench.report import plots, tables
 from ulbench.report.significance import ORDERING_RULE
 from ulbench.results import atomic_write_text, read_rows
@@ -81,7 +82,7 @@ def build_report(paths: list[str], out: str, title: str | None = None,
         log(f"warning: {m}")
     warnings = sorted(set(warnings) | set(missing))
 
-    md = [f"# {title}", ""]
+    md = [f"# {md_escape(title)}", ""]
     html_parts = [f"<h1>{html.escape(title)}</h1>"]
     if proxy:
         note = ("rFID/gFID/FVD here use an offline PROXY detector (fixed random conv features): they rank "
@@ -95,8 +96,8 @@ def build_report(paths: list[str], out: str, title: str | None = None,
                 "(FID is Inception's): they rank systems, not comparable to published FID.")
         md += [f"> {note}", ""]
         html_parts.append(f"<p class='warn'>{html.escape(note)}</p>")
-    md += ["## Results", "", f"Columns: {ours}" + (f"; {tables.PAPER_PROVENANCE}" if with_paper else ""), "",
-           main.to_markdown(index=False), "", "↑ higher is better, ↓ lower is better; ± standard error over images "
+    md += ["## Results", "", f"Columns: {md_escape(ours)}" + (f"; {tables.PAPER_PROVENANCE}" if with_paper else ""), "",
+           markdown_table(main, index=False), "", "↑ higher is better, ↓ lower is better; ± standard error over images "
            "(with several training seeds: the mean over seeds, and [seeds ± standard error over seeds, N]). "
            "FLOPs follow fvcore (1 multiply-add = 1 FLOP).", ""]
     html_parts += ["<h2>Results</h2>", f"<p>Columns: {html.escape(ours)}"
@@ -105,7 +106,7 @@ def build_report(paths: list[str], out: str, title: str | None = None,
                    "seeds: the mean over seeds, and [seeds ± standard error over seeds, N]). FLOPs follow fvcore "
                    "(1 multiply-add = 1 FLOP).</p>"]
     if order is not None:
-        md += ["## Orderings against the baseline (paper vs ours)", "", order.to_markdown(index=False), "",
+        md += ["## Orderings against the baseline (paper vs ours)", "", markdown_table(order, index=False), "",
                ORDERING_RULE, ""]
         html_parts += ["<h2>Orderings against the baseline (paper vs ours)</h2>", _df_html(order),
                        f"<p>{html.escape(ORDERING_RULE)}</p>"]
@@ -122,14 +123,14 @@ def build_report(paths: list[str], out: str, title: str | None = None,
         for system, kind, png in grids:
             fname = _grid_file(system, kind)
             (assets / fname).write_bytes(png)
-            md.append(f"![{system} {kind}]({name}_files/{fname})")
+            md.append(f"![{md_escape(system)} {md_escape(kind)}]({name}_files/{fname})")
             html_parts.append(f"<div class='grid'><img alt='{html.escape(system)} {html.escape(kind)}' "
                               f"src='{_data_uri(png)}'><br>{html.escape(system)}: {html.escape(kind)}</div>")
         md.append("")
     if warnings:
-        md += ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""]
+        md += ["## Warnings", ""] + [f"- {md_escape(w)}" for w in warnings] + [""]
         html_parts += ["<h2>Warnings</h2><ul>"] + [f"<li>{html.escape(w)}</li>" for w in warnings] + ["</ul>"]
-    md += ["## Provenance", "", prov.to_markdown(index=False), ""]
+    md += ["## Provenance", "", markdown_table(prov, index=False), ""]
     html_parts += ["<h2>Provenance</h2>", f"<div class='prov'>{_df_html(prov)}</div>"]
     md_path, html_path = out_path.with_suffix(".md"), out_path.with_suffix(".html")
     atomic_write_text(md_path, "\n".join(md))
