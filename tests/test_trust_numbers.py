@@ -36,3 +36,53 @@ def test_psnr_mean_is_finite_capped_and_counts_every_image(tmp_path, eval_images
     assert row.value == pytest.approx(expected, rel=1e-9)
     assert row.extra["psnr_cap_db"] == 100.0 and row.extra["num_images_capped"] == 1
     assert "capped at 100 dB" in row.provenance["psnr"]
+
+
+def _rfid(limit: int = 48) -> tuple[float, list]:
+    import ulbench
+
+    rows = ulbench.evaluate("jpeg-q50", metrics=["rfid"], detector="proxy", limit=limit, batch_size=16)
+    return rows.value("rfid"), rows
+
+
+def _cache_file(tmp_path) -> "Path":  # noqa: F821
+    (path,) = (tmp_path / "cache" / "features").glob("*.npz")
+    return path
+
+
+def test_feature_cache_rewritten_with_scaled_features_is_recomputed(tmp_path, capsys):
+    """Issue 15.4: a cache file rewritten with scaled features was used silently (another rFID); entries now carry
+    a sha256 and a mismatching entry is recomputed with one warning line naming the file."""
+    fresh, _ = _rfid()
+    path = _cache_file(tmp_path)
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["feats"] = arrays["feats"] * 3.0
+    np.savez(path, **arrays)
+    capsys.readouterr()
+    again, _ = _rfid()
+    assert again == pytest.approx(fresh, rel=1e-9, abs=1e-12)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
+    assert len(lines) == 1 and str(path) in lines[0] and "sha256" in lines[0]
+    healed, _ = _rfid()  # the healed file is used as is, without a warning
+    assert healed == pytest.approx(fresh, rel=1e-9, abs=1e-12)
+    assert "warning:" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_damaged_feature_cache_is_recomputed_with_a_warning(tmp_path, capsys, damage):
+    """Issue 15.4: a damaged cache file (truncated, or a flipped byte: BadZipFile / Bad CRC-32) broke every eval of
+    the dataset with a traceback naming no file; now it is recomputed with one warning line naming it."""
+    fresh, _ = _rfid()
+    path = _cache_file(tmp_path)
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        data[len(data) // 3] ^= 0xFF  # inside the feats array: its CRC-32 no longer matches
+    path.write_bytes(bytes(data))
+    capsys.readouterr()
+    again, _ = _rfid()
+    assert again == pytest.approx(fresh, rel=1e-9, abs=1e-12)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
+    assert len(lines) == 1 and str(path) in lines[0]
