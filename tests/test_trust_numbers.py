@@ -3,6 +3,9 @@ checked, the Inception file is read once."""
 
 from __future__ import annotations
 
+import os
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -86,3 +89,58 @@ def test_damaged_feature_cache_is_recomputed_with_a_warning(tmp_path, capsys, da
     assert again == pytest.approx(fresh, rel=1e-9, abs=1e-12)
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
     assert len(lines) == 1 and str(path) in lines[0]
+
+
+class _Payload:
+    """What a malicious weights file runs when unpickled with weights_only=False: creates `marker`."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+_SWAP: dict = {}  # the audit hook below (hooks cannot be removed) acts only while this names a file
+
+
+def _swap_on_second_open(event: str, args: tuple) -> None:
+    if event != "open" or not _SWAP or not isinstance(args[0], (str, bytes, os.PathLike)):
+        return
+    if os.fspath(args[0]) == _SWAP["path"]:
+        _SWAP["opens"] += 1
+        if _SWAP["opens"] == 2:  # an attacker replaces the file after ulbench checked it
+            os.replace(_SWAP["evil"], _SWAP["path"])
+
+
+def test_inception_file_is_read_once_and_never_unpickled_unsafely(tmp_path, inception_weights):
+    """Issue 15.8: the Inception file was checked with weights_only=True, then reopened and unpickled by
+    torch-fidelity with weights_only=False: a file swapped in between ran its pickle. Now the checked bytes are
+    read once and torch-fidelity never sees the file."""
+    import hashlib
+    import shutil
+
+    from ulbench.metrics.features import InceptionDetector
+
+    path = tmp_path / "weights-inception-2015-12-05-6726825d.pth"
+    shutil.copy(inception_weights, path)
+    marker, evil = tmp_path / "payload-ran", tmp_path / "evil.pth"
+    torch.save({"x": _Payload(str(marker))}, evil)
+    if not getattr(sys, "_ulbench_swap_hook", False):
+        sys.addaudithook(_swap_on_second_open)
+        sys._ulbench_swap_hook = True
+    _SWAP.update(path=str(path), evil=str(evil), opens=0)
+    error = None
+    try:
+        det = InceptionDetector(weights=str(path))
+        prov = det.provenance()
+    except Exception as e:  # before the fix torch-fidelity unpickled the swapped file, then failed to load it
+        error = e
+    finally:
+        opens = _SWAP["opens"]
+        _SWAP.clear()
+    assert not marker.exists(), "the swapped-in pickle ran: the file was unpickled with weights_only=False"
+    assert error is None and opens == 1
+    assert prov["detector_weights_sha256"] == hashlib.sha256(open(inception_weights, "rb").read()).hexdigest()
+    x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    assert np.isfinite(det.features(x)).all() and det.features(x).std() > 0
