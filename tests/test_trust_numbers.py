@@ -144,3 +144,87 @@ def test_inception_file_is_read_once_and_never_unpickled_unsafely(tmp_path, ince
     assert prov["detector_weights_sha256"] == hashlib.sha256(open(inception_weights, "rb").read()).hexdigest()
     x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     assert np.isfinite(det.features(x)).all() and det.features(x).std() > 0
+
+
+@pytest.fixture(scope="module")
+def ul_run(tmp_path_factory):
+    """A tiny trained UL run (stage 1, 16 px)."""
+    from tests.conftest import TINY_UL
+    from ul_models.config import ULConfig
+    from ul_models.train import train_stage1
+
+    torch.set_num_threads(1)
+    run_dir = tmp_path_factory.mktemp("ul") / "run"
+    train_stage1(ULConfig.preset("tiny", **{**TINY_UL, "steps": 4}), run_dir, progress=False)
+    return run_dir
+
+
+def _poisoned_copy(run_dir, dest, part: str):
+    """A copy of the run whose EMA `part` ("decoder" or "prior") holds NaN, written by the checkpoint writer (as a
+    run that diverged would be)."""
+    import json
+    import shutil
+
+    from ul_models.checkpoint import write_checkpoint
+    from ul_models.config import ULConfig
+    from ul_models.model import build_stage1
+    from ul_models.train import CHECKPOINT, load_checkpoint
+
+    shutil.copytree(run_dir, dest)
+    cfg = ULConfig.from_dict(json.loads((dest / "config.json").read_text()))
+    model, ema = build_stage1(cfg), build_stage1(cfg)
+    state = load_checkpoint(dest, model=model, ema=ema)
+    with torch.no_grad():
+        for p in getattr(ema, part).parameters():
+            p.fill_(float("nan"))
+    state.pop("param_groups", None)
+    write_checkpoint(dest / CHECKPOINT, {"model": model, "ema": ema}, None, state)
+    return dest
+
+
+def _eval_rows(space: str, out, metrics: str = "psnr,ssim,bpp"):
+    import json
+
+    from click.testing import CliRunner
+
+    from ulbench.cli import main
+
+    res = CliRunner().invoke(main, ["eval", "--space", space, "--data", "embedded", "--resolution", "16",
+                                    "--metrics", metrics, "--limit", "8", "--batch-size", "4", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(ln) for ln in (out / "results.jsonl").read_text().splitlines()]
+    return {r["metric"]: r for r in rows}, res
+
+
+def test_nan_decoder_fails_every_metric_naming_the_decoder(ul_run, tmp_path):
+    """Issue 15.2: a NaN decoder was cast to uint8 and gave plausible PSNR/SSIM, all "ok"; now every metric of
+    the run is "failed", the reason names the decoder, and compare shows "failed", not "–"."""
+    from click.testing import CliRunner
+
+    from ulbench.cli import main
+
+    bad = _poisoned_copy(ul_run, tmp_path / "nan-decoder", "decoder")
+    rows, _ = _eval_rows(f"ul:{bad}", tmp_path / "out")
+    assert set(rows) >= {"psnr", "ssim", "bpp"}
+    for metric in ("psnr", "ssim", "bpp"):
+        r = rows[metric]
+        assert r["status"] == "failed" and r["value"] is None, (metric, r["status"], r["value"])
+        assert f"decoder of ul:{bad}" in r["reason"] and "non-finite" in r["reason"]
+    table = CliRunner().invoke(main, ["compare", str(tmp_path / "out" / "results.jsonl")])
+    assert table.exit_code == 0 and "failed" in table.output, table.output
+
+
+def test_nan_prior_fails_bpp_only(ul_run, tmp_path):
+    """Issue 15.2: a NaN prior gave bpp = nan with status "ok" (shown as "–", "not measured"); now bpp is
+    "failed" naming the rate estimate, while PSNR of the finite decoder stays "ok"."""
+    from ulbench.compare import format_value
+    from ulbench.report.tables import main_table
+
+    bad = _poisoned_copy(ul_run, tmp_path / "nan-prior", "prior")
+    rows, _ = _eval_rows(f"ul:{bad}", tmp_path / "out")
+    assert rows["bpp"]["status"] == "failed" and "bits['total']" in rows["bpp"]["reason"]
+    assert rows["psnr"]["status"] == "ok" and np.isfinite(rows["psnr"]["value"])
+    table = main_table(list(rows.values()), with_paper=False)
+    cells = {c.split(" ")[0]: table[c].iloc[0] for c in table.columns if c != "system"}
+    assert cells["bpp"] == "failed" and cells["PSNR"] != "failed"
+    assert format_value(float("nan"), None) == "failed" and format_value(None, None) == "–"

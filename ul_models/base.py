@@ -26,6 +26,7 @@ from ul_models.seeds import STREAMS
 from ul_models.training.data import TensorBatches
 from ul_models.training.loop import Loop, LoopConfig
 from ulbench.device import Execution
+from ulbench.protocols import require_finite
 from ulbench.spaces import DiffusionTarget, diffusion_target, space_info
 
 BASE_CHECKPOINT = "base.safetensors"
@@ -209,6 +210,7 @@ class BaseGenerator:
                    shape, seeds, self.schedule, steps or self.steps, cond=cond,
                    return_noisy=self.target.sample_is_latent, clip_x=self.target.clip, micro_batch=16,
                    device=self.device, precision=self.precision)
+        require_finite(z, f"base model {self.run_dir}")  # named here, not later as the decoder's NaN
         if self.target.to_latent is not None:
             z = self.target.to_latent(z, seeds)
         return self.space.decode(z, seeds, self.decode_steps)
@@ -242,7 +244,9 @@ class PriorGenerator:
                class_probs: np.ndarray | None = None) -> torch.Tensor:
         """The space's prior sample, decoded to uint8 NCHW."""
         seeds = torch.as_tensor(seeds, dtype=torch.int64)
-        return self.space.decode(self.space.sample_prior(seeds, steps or self.steps), seeds, self.decode_steps)
+        z = require_finite(self.space.sample_prior(seeds, steps or self.steps), f"prior of {self.space.name} "
+                           f"({getattr(self.space, 'run_dir', '')})")
+        return self.space.decode(z, seeds, self.decode_steps)
 
     def info(self) -> dict[str, Any]:
         """Provenance of the prior-as-base generator."""

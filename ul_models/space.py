@@ -119,7 +119,7 @@ class ULSpace:
     @torch.no_grad()
     def decode(self, z: torch.Tensor, seeds: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         """Decoder sampler (DDIM in λ, `steps` or the default) from z₀ to uint8 NCHW images on CPU (UL-SPEC §6)."""
-        return to_uint8(self.decode_on_device(z, seeds, steps)).cpu()
+        return to_uint8(self.decode_on_device(z, seeds, steps), f"decoder of ul:{self.run_dir}").cpu()
 
     @torch.no_grad()
     def bits(self, x_uint8: torch.Tensor, seeds: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -141,7 +141,8 @@ class ULSpace:
         _check_uint8(x_uint8, seeds)
         z_clean, logsnr_e, z0 = self._latents(x_uint8, seeds)
         x_hat = to_uint8(self.model.decode(z0, logsnr_e, torch.as_tensor(seeds), self.decode_steps,
-                                           micro_batch=self.micro_batch, precision=self.precision)).cpu()
+                                           micro_batch=self.micro_batch, precision=self.precision),
+                         f"decoder of ul:{self.run_dir}").cpu()
         bits, bits_se = self._bits(z_clean, logsnr_e, seeds)
         # UL's rate is its own UL bound: reported under both names so every space has a comparable "ul_bound"
         return Reconstruction(x_hat=x_hat, bits={"total": bits, "ul_bound": bits},

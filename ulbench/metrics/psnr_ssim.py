@@ -79,7 +79,7 @@ class PSNR(PerImageMean):
         mean, se, n = self.mean_stderr()
         extra = {"psnr_cap_db": PSNR_CAP_DB, "aggregation": PSNR_AGGREGATION,
                  "num_images_capped": int(self.state["capped"][0])}
-        return {self.name: MetricValue(mean, se, n, extra)}
+        return {self.name: MetricValue(mean, se, n, extra, failed=self.failure())}
 
     def provenance(self) -> dict[str, Any]:
         """Definition used."""
