@@ -228,3 +228,62 @@ def test_nan_prior_fails_bpp_only(ul_run, tmp_path):
     cells = {c.split(" ")[0]: table[c].iloc[0] for c in table.columns if c != "system"}
     assert cells["bpp"] == "failed" and cells["PSNR"] != "failed"
     assert format_value(float("nan"), None) == "failed" and format_value(None, None) == "–"
+
+
+def _cli(args):
+    from click.testing import CliRunner
+
+    from ulbench.cli import main
+
+    return CliRunner().invoke(main, args)
+
+
+def _eval_args(run_dir, out=None):
+    return ["eval", "--space", f"ul:{run_dir}", "--data", "embedded", "--resolution", "16", "--metrics", "psnr",
+            "--limit", "8", "--batch-size", "4", *(["--out", str(out)] if out else [])]
+
+
+def _one_error_line(res, path) -> str:
+    assert res.exit_code != 0 and "Traceback" not in res.output, res.output
+    err = res.output.split("error:", 1)[1]
+    assert "error:" not in err and len(err.strip().splitlines()) == 1, res.output
+    assert str(path) in err and "delete it and rerun" in err
+    return err
+
+
+def test_checkpoint_sha256_in_provenance_and_tampering_is_an_error(ul_run, tmp_path):
+    """Issue 15.5: overwriting part of a tensor in checkpoint.safetensors changed PSNR with no error, and rows had
+    no checkpoint hash; now rows carry the file's sha256 and a changed tensor is one `error:` line naming it."""
+    import hashlib
+    import json
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(ul_run, run)
+    ckpt = run / "checkpoint.safetensors"
+    res = _cli(_eval_args(run, tmp_path / "out"))
+    assert res.exit_code == 0, res.output
+    (row,) = [json.loads(ln) for ln in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert row["provenance"]["system_info"]["provenance"]["checkpoint_sha256"] == \
+        hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    data = bytearray(ckpt.read_bytes())
+    (header_len,) = np.frombuffer(bytes(data[:8]), dtype="<u8")
+    header = json.loads(bytes(data[8:8 + int(header_len)]))
+    begin, end = header["ema.decoder.out.weight"]["data_offsets"] if "ema.decoder.out.weight" in header else \
+        next(v["data_offsets"] for k, v in header.items() if k.startswith("ema.decoder") and k.endswith("weight"))
+    start = 8 + int(header_len) + begin
+    data[start:start + (end - begin) // 2] = np.full((end - begin) // 8, 0.5, np.float32).tobytes()
+    ckpt.write_bytes(bytes(data))
+    _one_error_line(_cli(_eval_args(run)), ckpt)
+
+
+def test_truncated_checkpoint_is_one_error_line_naming_the_file(ul_run, tmp_path):
+    """Issue 15.5: a truncated checkpoint gave a raw SafetensorError traceback naming no file."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(ul_run, run)
+    ckpt = run / "checkpoint.safetensors"
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    err = _one_error_line(_cli(_eval_args(run)), ckpt)
+    assert "not a readable checkpoint" in err

@@ -173,7 +173,8 @@ class BaseGenerator:
         self.target = target_of(self.space)
         self.net, self.schedule = build_base(self.cfg, tuple(meta["data_shape"]), meta["num_classes"],
                                              meta["logsnr_max"])
-        self.trained_steps = int(_load(run_dir, ema=self.net)["step"])
+        state = _load(run_dir, ema=self.net)
+        self.trained_steps, self.checkpoint_sha256 = int(state["step"]), state["checkpoint_sha256"]
         self.net.eval()
         self.meta, self.steps, self.decode_steps, self.run_dir = meta, steps, decode_steps, str(run_dir)
         self.name = f"base[{getattr(self.space, 'name', self.cfg.space)}]"
@@ -220,7 +221,9 @@ class BaseGenerator:
         return {"generator": self.name, "base_config_hash": self.cfg.config_hash(), "trained_steps":
                 self.trained_steps, "sample_steps": self.steps, "decode_steps": self.decode_steps,
                 "params": count_params(self.net), "run_dir": self.run_dir,
-                "logsnr_max": self.meta["logsnr_max"], "sample_is_z0": self.meta["return_noisy"]}
+                "logsnr_max": self.meta["logsnr_max"], "sample_is_z0": self.meta["return_noisy"],
+                "base_checkpoint": BASE_CHECKPOINT, "base_checkpoint_sha256": self.checkpoint_sha256,
+                "space_checkpoint_sha256": space_info(self.space).provenance.get("checkpoint_sha256")}
 
 
 class PriorGenerator:
@@ -251,4 +254,5 @@ class PriorGenerator:
     def info(self) -> dict[str, Any]:
         """Provenance of the prior-as-base generator."""
         return {"generator": self.name, "sample_steps": self.steps, "decode_steps": self.decode_steps,
-                "params": space_info(self.space).params.get("prior"), "sample_is_z0": True}
+                "params": space_info(self.space).params.get("prior"), "sample_is_z0": True,
+                "space_checkpoint_sha256": space_info(self.space).provenance.get("checkpoint_sha256")}

@@ -158,6 +158,7 @@ class ULSpace:
             latent_shape=tuple(self.cfg.latent_shape),
             provenance={"class": "UnifiedLatents", "config_hash": self.cfg.config_hash(), "run_dir": self.run_dir,
                         "trained_steps": self.trained_steps, "weights": "EMA",
+                        "checkpoint": CHECKPOINT, "checkpoint_sha256": getattr(self, "checkpoint_sha256", None),
                         **({"precision": self.precision} if self.precision != "fp32" else {})},
             details={"decode_steps": self.decode_steps, "bits_draws": self.bits_draws,
                      "bits_bound": "L_prior (UL-SPEC §3)",
@@ -225,5 +226,7 @@ def load_ul_space(run_dir: str, steps: int | None = None, bits_draws: int = 64, 
     state = load_checkpoint(path, ema=model)
     if execution is not None:
         device, precision = execution.torch_device, execution.precision
-    return ULSpace(model, cfg, str(run_dir), int(steps or cfg.decode_steps), int(bits_draws), int(state["step"]),
-                   device=device, precision=precision)
+    space = ULSpace(model, cfg, str(run_dir), int(steps or cfg.decode_steps), int(bits_draws), int(state["step"]),
+                    device=device, precision=precision)
+    space.checkpoint_sha256 = state["checkpoint_sha256"]  # the file's bytes, for every row's provenance
+    return space
