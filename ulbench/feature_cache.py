@@ -66,6 +66,9 @@ class RealFeatureCache:
         """Read the table, keeping only entries whose sha256 matches; warn (one line, naming the file) otherwise."""
         try:
             with np.load(self.path, allow_pickle=False) as z:
+                if "sha256" not in z.files:  # written before entries carried checksums: nothing to verify against
+                    _warn(f"feature cache {self.path} has no checksums (older ulbench); recomputing its features")
+                    return
                 feats, mask, sums = z["feats"], z["mask"].astype(bool), z["sha256"]
         except Exception as e:  # BadZipFile, bad CRC-32, truncated, not an npz, missing arrays: recompute
             _warn(f"feature cache {self.path} is damaged ({type(e).__name__}: {e}); recomputing its features")
