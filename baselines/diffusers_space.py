@@ -18,6 +18,7 @@ import torch
 from baselines.diffusers_classes import CLASSES, SUPPORTED, FlopNet, PartsNet, latent_normalisation
 from baselines.diffusers_folder import hub_snapshot_of, load_autoencoder, resolve_model_dir, weights_sha256
 from ulbench.device import autocast, check_precision, resolve_device
+from ulbench.protocols import require_finite
 from ulbench.spaces import SpaceInfo
 
 BITS_NOTE = ("bits['total'] = the VAE's own KL(q(z|x) || N(0, I)) of the raw posterior, in bits per image "
@@ -32,8 +33,10 @@ def to_unit_range(x_uint8: torch.Tensor) -> torch.Tensor:
     return x_uint8.to(torch.float32) / 127.5 - 1.0
 
 
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """float [−1, 1] → uint8 by rounding (x + 1) · 127.5 (diffusers' VaeImageProcessor)."""
+def to_uint8(x: torch.Tensor, source: str = "autoencoder decoder") -> torch.Tensor:
+    """float [−1, 1] → uint8 by rounding (x + 1) · 127.5 (diffusers' VaeImageProcessor); NaN/inf is
+    NonFiniteOutput naming `source` (ulbench.protocols.require_finite)."""
+    x = require_finite(x, source)
     return ((x.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
 
 
@@ -155,7 +158,7 @@ class DiffusersSpace:
 
         def dec(raw: torch.Tensor) -> torch.Tensor:
             with autocast(self.device, self.precision):
-                return to_uint8(self.decoder(raw).float())
+                return to_uint8(self.decoder(raw).float(), f"decoder of {self.name}")
 
         return map_microbatches(dec, [self.denormalise(z.to(self.device, torch.float32, non_blocking=True))],
                                 self.micro_batch)

@@ -26,6 +26,7 @@ from ul_models.seeds import STREAMS
 from ul_models.training.data import TensorBatches
 from ul_models.training.loop import Loop, LoopConfig
 from ulbench.device import Execution
+from ulbench.protocols import require_finite
 from ulbench.spaces import DiffusionTarget, diffusion_target, space_info
 
 BASE_CHECKPOINT = "base.safetensors"
@@ -172,7 +173,8 @@ class BaseGenerator:
         self.target = target_of(self.space)
         self.net, self.schedule = build_base(self.cfg, tuple(meta["data_shape"]), meta["num_classes"],
                                              meta["logsnr_max"])
-        self.trained_steps = int(_load(run_dir, ema=self.net)["step"])
+        state = _load(run_dir, ema=self.net)
+        self.trained_steps, self.checkpoint_sha256 = int(state["step"]), state["checkpoint_sha256"]
         self.net.eval()
         self.meta, self.steps, self.decode_steps, self.run_dir = meta, steps, decode_steps, str(run_dir)
         self.name = f"base[{getattr(self.space, 'name', self.cfg.space)}]"
@@ -209,6 +211,7 @@ class BaseGenerator:
                    shape, seeds, self.schedule, steps or self.steps, cond=cond,
                    return_noisy=self.target.sample_is_latent, clip_x=self.target.clip, micro_batch=16,
                    device=self.device, precision=self.precision)
+        require_finite(z, f"base model {self.run_dir}")  # named here, not later as the decoder's NaN
         if self.target.to_latent is not None:
             z = self.target.to_latent(z, seeds)
         return self.space.decode(z, seeds, self.decode_steps)
@@ -218,7 +221,9 @@ class BaseGenerator:
         return {"generator": self.name, "base_config_hash": self.cfg.config_hash(), "trained_steps":
                 self.trained_steps, "sample_steps": self.steps, "decode_steps": self.decode_steps,
                 "params": count_params(self.net), "run_dir": self.run_dir,
-                "logsnr_max": self.meta["logsnr_max"], "sample_is_z0": self.meta["return_noisy"]}
+                "logsnr_max": self.meta["logsnr_max"], "sample_is_z0": self.meta["return_noisy"],
+                "base_checkpoint": BASE_CHECKPOINT, "base_checkpoint_sha256": self.checkpoint_sha256,
+                "space_checkpoint_sha256": space_info(self.space).provenance.get("checkpoint_sha256")}
 
 
 class PriorGenerator:
@@ -242,9 +247,12 @@ class PriorGenerator:
                class_probs: np.ndarray | None = None) -> torch.Tensor:
         """The space's prior sample, decoded to uint8 NCHW."""
         seeds = torch.as_tensor(seeds, dtype=torch.int64)
-        return self.space.decode(self.space.sample_prior(seeds, steps or self.steps), seeds, self.decode_steps)
+        z = require_finite(self.space.sample_prior(seeds, steps or self.steps), f"prior of {self.space.name} "
+                           f"({getattr(self.space, 'run_dir', '')})")
+        return self.space.decode(z, seeds, self.decode_steps)
 
     def info(self) -> dict[str, Any]:
         """Provenance of the prior-as-base generator."""
         return {"generator": self.name, "sample_steps": self.steps, "decode_steps": self.decode_steps,
-                "params": space_info(self.space).params.get("prior"), "sample_is_z0": True}
+                "params": space_info(self.space).params.get("prior"), "sample_is_z0": True,
+                "space_checkpoint_sha256": space_info(self.space).provenance.get("checkpoint_sha256")}

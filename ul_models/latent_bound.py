@@ -10,6 +10,7 @@ explicit rate of the space (an upper bound: a better prior only lowers it). UL s
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -155,6 +156,8 @@ def _fit(z_train: torch.Tensor, cfg: BoundConfig, run_dir: Path | None, progress
     summary = {"train_images": len(data), "latent_shape": list(data.shape[1:]), "steps": cfg.steps,
                "last_train_nats_per_image": out["last"].get("prior", float("nan")),
                "fit_s": round(out["train_s"], 1)}
+    if run_dir is not None and (run_dir / BOUND_CHECKPOINT).is_file():  # the fitted prior's file, for bound rows
+        summary["latent_prior_sha256"] = hashlib.sha256((run_dir / BOUND_CHECKPOINT).read_bytes()).hexdigest()
     bound = LatentBound(loop.weights, loop.objective.schedule, mean, std, cfg, summary)
     if run_dir is not None and loop.lead:
         meta = {"config": dataclasses.asdict(cfg), "mean": mean.tolist(), "std": std.tolist(), **summary}
@@ -170,8 +173,9 @@ def load_latent_bound(run_dir: str | Path) -> LatentBound:
     meta = json.loads((run_dir / BOUND_JSON).read_text())
     cfg = BoundConfig(**{**meta["config"], "channels": tuple(meta["config"]["channels"])})
     net, schedule = build_prior(cfg, tuple(meta["latent_shape"]))
-    read_checkpoint(run_dir / BOUND_CHECKPOINT, {"ema": net})
+    state = read_checkpoint(run_dir / BOUND_CHECKPOINT, {"ema": net})[0]
     summary = {k: v for k, v in meta.items() if k not in ("config", "mean", "std")}
+    summary["latent_prior_sha256"] = state["checkpoint_sha256"]  # the fitted prior's file, for bound rows
     return LatentBound(net, schedule, torch.tensor(meta["mean"]), torch.tensor(meta["std"]), cfg, summary)
 
 

@@ -119,7 +119,7 @@ class ULSpace:
     @torch.no_grad()
     def decode(self, z: torch.Tensor, seeds: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         """Decoder sampler (DDIM in λ, `steps` or the default) from z₀ to uint8 NCHW images on CPU (UL-SPEC §6)."""
-        return to_uint8(self.decode_on_device(z, seeds, steps)).cpu()
+        return to_uint8(self.decode_on_device(z, seeds, steps), f"decoder of ul:{self.run_dir}").cpu()
 
     @torch.no_grad()
     def bits(self, x_uint8: torch.Tensor, seeds: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -141,7 +141,8 @@ class ULSpace:
         _check_uint8(x_uint8, seeds)
         z_clean, logsnr_e, z0 = self._latents(x_uint8, seeds)
         x_hat = to_uint8(self.model.decode(z0, logsnr_e, torch.as_tensor(seeds), self.decode_steps,
-                                           micro_batch=self.micro_batch, precision=self.precision)).cpu()
+                                           micro_batch=self.micro_batch, precision=self.precision),
+                         f"decoder of ul:{self.run_dir}").cpu()
         bits, bits_se = self._bits(z_clean, logsnr_e, seeds)
         # UL's rate is its own UL bound: reported under both names so every space has a comparable "ul_bound"
         return Reconstruction(x_hat=x_hat, bits={"total": bits, "ul_bound": bits},
@@ -157,6 +158,7 @@ class ULSpace:
             latent_shape=tuple(self.cfg.latent_shape),
             provenance={"class": "UnifiedLatents", "config_hash": self.cfg.config_hash(), "run_dir": self.run_dir,
                         "trained_steps": self.trained_steps, "weights": "EMA",
+                        "checkpoint": CHECKPOINT, "checkpoint_sha256": getattr(self, "checkpoint_sha256", None),
                         **({"precision": self.precision} if self.precision != "fp32" else {})},
             details={"decode_steps": self.decode_steps, "bits_draws": self.bits_draws,
                      "bits_bound": "L_prior (UL-SPEC §3)",
@@ -224,5 +226,7 @@ def load_ul_space(run_dir: str, steps: int | None = None, bits_draws: int = 64, 
     state = load_checkpoint(path, ema=model)
     if execution is not None:
         device, precision = execution.torch_device, execution.precision
-    return ULSpace(model, cfg, str(run_dir), int(steps or cfg.decode_steps), int(bits_draws), int(state["step"]),
-                   device=device, precision=precision)
+    space = ULSpace(model, cfg, str(run_dir), int(steps or cfg.decode_steps), int(bits_draws), int(state["step"]),
+                    device=device, precision=precision)
+    space.checkpoint_sha256 = state["checkpoint_sha256"]  # the file's bytes, for every row's provenance
+    return space

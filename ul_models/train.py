@@ -39,8 +39,12 @@ def to_unit(x_uint8: torch.Tensor) -> torch.Tensor:
     return x_uint8.float() / 127.5 - 1.0
 
 
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """float [−1, 1] → uint8 [0, 255] (round half up, clamp)."""
+def to_uint8(x: torch.Tensor, source: str = "UL decoder") -> torch.Tensor:
+    """float [−1, 1] → uint8 [0, 255] (round half up, clamp); NaN/inf is NonFiniteOutput naming `source`, never
+    cast to plausible pixels (ulbench.protocols.require_finite)."""
+    from ulbench.protocols import require_finite
+
+    x = require_finite(x, source)
     return ((x.float().clamp(-1, 1) + 1.0) * 127.5 + 0.5).floor().clamp(0, 255).to(torch.uint8)
 
 

@@ -87,6 +87,9 @@ def _print_rows(rows) -> None:
     for r in rows:
         se = f" ± {r.stderr:.4g}" if r.stderr is not None else ""
         warn = f"  ! {'; '.join(r.warnings)}" if r.warnings else ""
+        if r.status != "ok":  # failed (NaN/inf output) or skipped: the reason, never a number
+            click.echo(f"{r.system:>18}  {r.label or r.metric:<34} {r.status.upper()}: {r.reason}")
+            continue
         click.echo(f"{r.system:>18}  {r.label or r.metric:<34} {r.value:.6g}{se}  (n={r.n}){warn}")
 
 

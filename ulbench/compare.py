@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from ulbench.markdown import markdown_table
@@ -71,10 +72,15 @@ def latest_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(newest.values())
 
 
+FAILED_MARK = "failed"  # a number that was attempted and is not a number (NaN/inf, a NaN decoder); "–": not measured
+
+
 def format_value(value: float | None, stderr: float | None) -> str:
-    """'12.34 ± 0.05' with 4 significant digits."""
-    if value is None or value != value:
+    """'12.34 ± 0.05' with 4 significant digits; "–" when not measured, "failed" when NaN/inf (never "–")."""
+    if value is None:
         return "–"
+    if not math.isfinite(float(value)):
+        return FAILED_MARK
     return f"{value:.4g}" + (f" ± {stderr:.2g}" if stderr is not None and stderr == stderr else "")
 
 
@@ -83,7 +89,7 @@ def pivot(rows: list[dict[str, Any]], metrics: list[str] | None = None):
     df = rows_frame(rows)
     if metrics:
         df = df[df["metric"].isin(metrics)]
-    df = df.assign(cell=[format_value(v, s) if st == "ok" else f"skipped: {rs}"
+    df = df.assign(cell=[format_value(v, s) if st == "ok" else f"{st}: {rs}"
                          for v, s, st, rs in zip(df["value"], df["stderr"], df["status"], df["reason"])])
     arrows = {m: ("↑" if h else "↓") for m, h in zip(df["metric"], df["higher_is_better"])}
     labels = {m: (lbl or m) for m, lbl, st in zip(df["metric"], df["label"], df["status"]) if st == "ok"}

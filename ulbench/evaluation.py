@@ -5,6 +5,7 @@ device and precision, data are read by its `num_workers`, and its device and pre
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from datetime import datetime, timezone
@@ -15,9 +16,9 @@ import numpy as np
 
 from ulbench import __version__
 from ulbench.device import Execution, describe
-from ulbench.harness import compute_all, evaluate_space, run_batches, shard_indices
+from ulbench.harness import EvalOutput, compute_all, evaluate_space, run_batches, shard_indices
 from ulbench.metrics.frechet import FeatureStats, frechet_distance, rank_deficiency_warning
-from ulbench.protocols import Batch
+from ulbench.protocols import Batch, MetricValue, NonFiniteOutput
 from ulbench.registry import METRICS, SPACES
 from ulbench.results import SCHEMA_VERSION, ResultRow, config_hash, git_sha, package_versions
 from ulbench.spaces import capabilities, space_info
@@ -80,19 +81,43 @@ def run_provenance(dataset_info: dict[str, Any], extra: dict[str, Any]) -> dict[
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
+def value_failure(v: MetricValue) -> str | None:
+    """Why a computed value is not a number to report: the metric's own reason (non-finite inputs), or a value or
+    standard error that is NaN/inf. None: the value is "ok"."""
+    if v.failed:
+        return v.failed
+    if v.value is None or not math.isfinite(float(v.value)):
+        return f"the metric's value is {v.value} (non-finite)"
+    if v.stderr is not None and not math.isfinite(float(v.stderr)):
+        return f"the metric's standard error is {v.stderr} (non-finite)"
+    return None
+
+
 def rows_from_values(values: dict, system: str, run_id: str, base_prov: dict[str, Any]) -> list[ResultRow]:
-    """One ResultRow per computed value, with the metric's own provenance merged in."""
+    """One ResultRow per computed value, with the metric's own provenance merged in; a value that is not finite
+    (or whose metric saw NaN/inf inputs) is status "failed" with the reason and no value, never "ok"."""
     rows = []
     for row_name, (metric, v) in values.items():
         prov = {**base_prov, **metric.provenance(), "n": v.n}
         if v.warnings:
             prov["warnings"] = list(v.warnings)
         label = metric.label if row_name == metric.name else getattr(metric, "row_label", lambda r: r)(row_name)
-        rows.append(ResultRow(run_id=run_id, system=system, metric=row_name, value=v.value, stderr=v.stderr,
-                              n=v.n, higher_is_better=metric.higher_is_better, label=label,
+        failed = value_failure(v)
+        rows.append(ResultRow(run_id=run_id, system=system, metric=row_name, value=None if failed else v.value,
+                              stderr=None if failed else v.stderr, n=v.n, higher_is_better=metric.higher_is_better,
+                              status="failed" if failed else "ok", reason=failed, label=label,
                               proxy=bool(prov.get("proxy", False)), warnings=list(v.warnings), extra=v.extra,
                               provenance=prov))
     return rows
+
+
+def failed_rows(metrics: list, error: Exception, system: str, run_id: str, base_prov: dict[str, Any]
+                ) -> list[ResultRow]:
+    """One status-"failed" row per requested metric when the system itself produced NaN/inf (NonFiniteOutput):
+    the reason names what produced it; nothing is measured from such outputs."""
+    return [ResultRow(run_id=run_id, system=system, metric=m.name, value=None, status="failed", reason=str(error),
+                      label=m.label, higher_is_better=m.higher_is_better,
+                      provenance={**base_prov, **m.provenance(), "n": 0}) for m in metrics]
 
 
 def eval_space(space_spec: str, dataset: Any, metric_names: list[str], detector: Any = None, batch_size: int = 64,
@@ -107,10 +132,14 @@ def eval_space(space_spec: str, dataset: Any, metric_names: list[str], detector:
     space = place(space if space is not None else SPACES.build(space_spec), execution)
     place(detector, execution)
     metrics = build_metrics(metric_names, len(dataset), detector, lpips_backbone, lpips_weights, seed, execution)
-    out = evaluate_space(space, dataset, metrics, batch_size, seed, rank, world_size, progress, cache_features,
-                         num_workers=execution.num_workers if execution is not None else 0)
+    try:
+        out = evaluate_space(space, dataset, metrics, batch_size, seed, rank, world_size, progress, cache_features,
+                             num_workers=execution.num_workers if execution is not None else 0)
+        error = None
+    except NonFiniteOutput as e:  # the space's decoder gave NaN/inf: every metric of this run fails, naming it
+        out, error = EvalOutput({}, 0), e
     n_total = dist.all_reduce_metrics(metrics, out.num_images) if world_size > 1 else out.num_images
-    values = compute_all(metrics)
+    values = compute_all(metrics) if error is None else {}
     config = {"space": space_spec, "data": dataset.info(), "metrics": metric_names, "seed": seed,
               "detector": getattr(detector, "name", None)}
     info = space_info(space)
@@ -123,6 +152,8 @@ def eval_space(space_spec: str, dataset: Any, metric_names: list[str], detector:
         "skipped_bad_files": [f for f, _ in [*getattr(dataset, "excluded_bad", []), *out.skipped]],
         "wall_time_s": round(time.perf_counter() - t0, 3)})
     run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{config_hash(config)}"
+    if error is not None:
+        return failed_rows(metrics, error, getattr(space, "name", space_spec), run_id, prov)
     return rows_from_values(values, getattr(space, "name", space_spec), run_id, prov)
 
 
@@ -244,16 +275,21 @@ def eval_generator(generator: Any, ref_dataset: Any, detector: Any, num_samples:
     counts = np.bincount(labels.numpy(), minlength=max(1, ref_dataset.num_classes)).astype(np.float64)
     class_probs = counts / counts.sum()
     indices = shard_indices(num_samples, rank, world_size)
+    error = None
     for start in tqdm(range(0, len(indices), batch_size), desc="gen", disable=not progress, leave=False):
         chunk = indices[start:start + batch_size]
-        with torch.inference_mode():
-            x = generator.sample(per_index_seeds(chunk, seed), class_probs=class_probs)
+        try:
+            with torch.inference_mode():
+                x = generator.sample(per_index_seeds(chunk, seed), class_probs=class_probs)
+        except NonFiniteOutput as e:  # the base model (or its decoder) gave NaN/inf: every metric fails, naming it
+            error = e
+            break
         batch = Batch(indices=chunk, x_fake=x.cpu())
         for metric in chosen:
             metric.update(batch)
     if world_size > 1:
         dist.all_reduce_metrics(chosen, len(indices))
-    values = compute_all(chosen)
+    values = compute_all(chosen) if error is None else {}
     info = generator.info()
     config = {"generator": info, "reference": ref.provenance, "num_samples": num_samples, "seed": seed}
     ref_info = {k: v for k, v in ref_dataset.info().items() if k in ("dataset", "dataset_fingerprint")}
@@ -263,4 +299,6 @@ def eval_generator(generator: Any, ref_dataset: Any, detector: Any, num_samples:
         "world_size": world_size, **execution_provenance(execution, generator), "config_hash": config_hash(config),
         "wall_time_s": round(time.perf_counter() - t0, 3)})
     run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{config_hash(config)}"
+    if error is not None:
+        return failed_rows(chosen, error, system or generator.name, run_id, prov)
     return rows_from_values(values, system or generator.name, run_id, prov)

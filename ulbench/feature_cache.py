@@ -1,7 +1,9 @@
 """On-disk cache of detector features of real images, keyed by dataset fingerprint and detector provenance.
 
 A suite compares many systems on one eval set: the real images' features are computed once
-(torch-fidelity and clean-fid cache their inputs likewise). Entries are float64 .npy tables with a mask.
+(torch-fidelity and clean-fid cache their inputs likewise). Entries are float64 .npy tables with a mask and a sha256
+per entry (row): a file that cannot be read, or an entry whose bytes no longer match its checksum, is recomputed
+with a one-line warning naming the file, never used and never a traceback.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,15 @@ def dataset_fingerprint(dataset: Any) -> str:
     return h.hexdigest()[:16]
 
 
+def row_sha256(row: np.ndarray) -> bytes:
+    """sha256 digest of one entry's float64 bytes (the checksum stored beside it)."""
+    return hashlib.sha256(np.ascontiguousarray(row, dtype=np.float64).tobytes()).digest()
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 class RealFeatureCache:
     """Features of a dataset's real images by index for one detector; load, fill, save atomically."""
 
@@ -48,12 +60,29 @@ class RealFeatureCache:
         self.mask = np.zeros(self.num_items, dtype=bool)
         self.dirty = False
         if self.path.is_file():
-            try:
-                with np.load(self.path) as z:
-                    if z["feats"].shape == self.feats.shape:
-                        self.feats, self.mask = z["feats"], z["mask"].astype(bool)
-            except (OSError, ValueError, KeyError):
-                pass  # a damaged cache is recomputed, never trusted
+            self._load()
+
+    def _load(self) -> None:
+        """Read the table, keeping only entries whose sha256 matches; warn (one line, naming the file) otherwise."""
+        try:
+            with np.load(self.path, allow_pickle=False) as z:
+                if "sha256" not in z.files:  # written before entries carried checksums: nothing to verify against
+                    _warn(f"feature cache {self.path} has no checksums (older ulbench); recomputing its features")
+                    return
+                feats, mask, sums = z["feats"], z["mask"].astype(bool), z["sha256"]
+        except Exception as e:  # BadZipFile, bad CRC-32, truncated, not an npz, missing arrays: recompute
+            _warn(f"feature cache {self.path} is damaged ({type(e).__name__}: {e}); recomputing its features")
+            return
+        if feats.shape != self.feats.shape or feats.dtype != np.float64 or sums.shape != (self.num_items, 32) \
+                or mask.shape != self.mask.shape:
+            _warn(f"feature cache {self.path} does not fit this dataset and detector; recomputing its features")
+            return
+        ok = mask & np.array([row_sha256(f) == s.tobytes() for f, s in zip(feats, sums)])
+        if (mask & ~ok).any():
+            _warn(f"feature cache {self.path}: {int((mask & ~ok).sum())} of {int(mask.sum())} entries do not match "
+                  f"their sha256; recomputing them")
+            self.dirty = True  # rewritten with the recomputed entries
+        self.feats, self.mask = np.where(ok[:, None], feats, 0.0), ok
 
     def lookup(self, indices: np.ndarray) -> np.ndarray | None:
         """Cached features for all of `indices`, or None if any is missing."""
@@ -71,7 +100,8 @@ class RealFeatureCache:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
-        np.savez(buf, feats=self.feats, mask=self.mask)
+        sums = np.frombuffer(b"".join(row_sha256(f) for f in self.feats), dtype=np.uint8).reshape(-1, 32)
+        np.savez(buf, feats=self.feats, mask=self.mask, sha256=sums)
         tmp = self.path.with_suffix(".npz.tmp")
         tmp.write_bytes(buf.getvalue())
         os.replace(tmp, self.path)

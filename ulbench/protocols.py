@@ -78,13 +78,37 @@ class Batch:
 
 @dataclass
 class MetricValue:
-    """A computed metric: value, standard error, sample count and notes for provenance."""
+    """A computed metric: value, standard error, sample count and notes for provenance; `failed` (a reason) when
+    the value cannot be trusted (non-finite inputs or result): its row gets status "failed", never "ok"."""
 
     value: float
     stderr: float | None = None
     n: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    failed: str | None = None
+
+
+class NonFiniteOutput(ValueError):
+    """A network (decoder, base model, prior) produced NaN/inf: nothing measured from it is a number."""
+
+    def __init__(self, source: str, num_bad: int, num_total: int, what: str = "values"):
+        self.source = source
+        super().__init__(f"{source} produced non-finite output (NaN/inf in {num_bad} of {num_total} {what}); "
+                         f"nothing was measured from it (check the weights or the training run that wrote them)")
+
+
+def require_finite(x: torch.Tensor, source: str) -> torch.Tensor:
+    """The one check before float outputs become uint8 images (where NaN would turn into plausible pixels):
+    returns x, or raises NonFiniteOutput naming `source` (e.g. "decoder of ul:runs/x")."""
+    if x.device.type == "meta":  # shapes without values (device-placement tests): nothing to check
+        return x
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        per_item = finite.flatten(1).all(1) if x.ndim > 1 else finite
+        raise NonFiniteOutput(source, int((~per_item).sum()), int(per_item.numel()),
+                              "outputs" if x.ndim > 1 else "values")
+    return x
 
 
 class Metric(Protocol):

@@ -14,6 +14,7 @@ import numpy as np
 
 from ulbench.config import RunConfig, SuiteConfig
 from ulbench.metrics.features import metric_label
+from ulbench.protocols import NonFiniteOutput
 from ulbench.results import ResultRow, atomic_write_text, read_rows, strict_json, write_rows
 from ulbench.run_files import DONE, run_dir_of, save_grid, seed_extra
 
@@ -244,9 +245,13 @@ def run_one(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, log: C
     d = run_dir_of(out, suite, run)
     idx = np.linspace(0, len(data) - 1, 8).astype(np.int64)  # spread over the source photos
     x8, _ = data.get(idx)
-    with torch.inference_mode():
-        x8_hat = space.reconstruct(x8, per_index_seeds(idx, ev.seed)).x_hat
-    grids = {"reconstructions (top: input, bottom: output)": save_grid(torch.cat([x8, x8_hat]), d / "recon.png")}
+    grids = {}
+    try:
+        with torch.inference_mode():
+            x8_hat = space.reconstruct(x8, per_index_seeds(idx, ev.seed)).x_hat
+        grids["reconstructions (top: input, bottom: output)"] = save_grid(torch.cat([x8, x8_hat]), d / "recon.png")
+    except NonFiniteOutput as e:  # the rows already say "failed" with this reason; no grid of garbage pixels
+        log(f"[{run.name}] no reconstruction grid: {e}")
     gen_facts: dict[str, Any] = {"base_macs": {}, "base_samples": 0, "sample_macs_base": 0, "encode_images": 0}
     t2 = time.perf_counter()
     if "gfid" in ev.metrics:
@@ -258,9 +263,12 @@ def run_one(out: Path, suite: SuiteConfig, run: RunConfig, detector: Any, log: C
             rows += eval_generator(gen, train, detector, ev.num_gen, ev.batch_size, ev.seed, progress=True,
                                    execution=execution,
                                    system=getattr(space, "name", spec))
-            with torch.inference_mode():
-                samples = gen.sample(per_index_seeds(torch.arange(16).numpy(), ev.seed + 1))
-            grids["generations"] = save_grid(samples, d / "samples.png")
+            try:
+                with torch.inference_mode():
+                    samples = gen.sample(per_index_seeds(torch.arange(16).numpy(), ev.seed + 1))
+                grids["generations"] = save_grid(samples, d / "samples.png")
+            except NonFiniteOutput as e:
+                log(f"[{run.name}] no sample grid: {e}")
             if ev.curve_points > 1 and not run.single_stage:
                 rows += _gfid_curve(out, suite, run, space, spec, s1, gen_facts, detector, train, log, execution)
         else:

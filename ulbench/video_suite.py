@@ -126,7 +126,7 @@ def _evaluate(space: Any, pred: Any, clips: torch.Tensor, labels: torch.Tensor, 
     from ul_models.video import frame_seeds
     from ulbench.harness import compute_all, per_index_seeds
     from ulbench.metrics.bits import BitsPerPixel
-    from ulbench.metrics.psnr_ssim import PSNR, psnr_db
+    from ulbench.metrics.psnr_ssim import PSNR, PSNR_CAP_DB, psnr_db
     from ulbench.protocols import Batch
 
     want = set(ev.metrics)
@@ -152,7 +152,9 @@ def _evaluate(space: Any, pred: Any, clips: torch.Tensor, labels: torch.Tensor, 
         if "bpp" in want:
             bpp.update(real)  # bits per pixel per frame: (bits per video / T) / (H·W)
         if "psnr" in want:
-            psnr.add_scores(psnr_db(frames, x_hat.reshape(frames.shape)).reshape(len(x), n_t).mean(1))
+            per_frame = psnr_db(frames, x_hat.reshape(frames.shape), cap_db=PSNR_CAP_DB)  # capped: finite mean
+            psnr.state["capped"] += float((per_frame >= PSNR_CAP_DB).sum())
+            psnr.add_scores(per_frame.reshape(len(x), n_t).mean(1))
         if "rfvd" in want:
             rfvd.update(real)
         if "fvd" in want:

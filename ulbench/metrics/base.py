@@ -50,11 +50,14 @@ class PerImageMean(AdditiveMetric):
 
     def init_state(self) -> dict[str, np.ndarray]:
         """Zero sums."""
-        return {"sum": np.zeros(1), "sumsq": np.zeros(1), "n": np.zeros(1)}
+        return {"sum": np.zeros(1), "sumsq": np.zeros(1), "n": np.zeros(1), "nonfinite": np.zeros(1)}
 
     def add_scores(self, scores: np.ndarray) -> None:
-        """Add per-image scores (float64)."""
+        """Add per-image scores (float64); NaN/inf scores are counted (the value then fails), not summed."""
         s = np.asarray(scores, dtype=np.float64)
+        bad = ~np.isfinite(s)
+        self.state["nonfinite"] = self.state.get("nonfinite", np.zeros(1)) + bad.sum()
+        s = np.where(bad, 0.0, s)
         self.state["sum"] += s.sum()
         self.state["sumsq"] += (s * s).sum()
         self.state["n"] += s.size
@@ -70,7 +73,12 @@ class PerImageMean(AdditiveMetric):
         var = max(float(self.state["sumsq"][0] / n - mean * mean), 0.0) * n / (n - 1)
         return mean, float(np.sqrt(var / n)), n
 
+    def failure(self) -> str | None:
+        """Why the mean cannot be trusted (per-image scores that were NaN/inf), else None."""
+        bad, n = int(self.state.get("nonfinite", np.zeros(1))[0]), int(self.state["n"][0])
+        return f"{self.name} was NaN/inf for {bad} of {n} images" if bad else None
+
     def compute(self) -> dict[str, MetricValue]:
         """One row: mean ± stderr."""
         mean, se, n = self.mean_stderr()
-        return {self.name: MetricValue(mean, se, n)}
+        return {self.name: MetricValue(mean, se, n, failed=self.failure())}

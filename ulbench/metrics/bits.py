@@ -33,6 +33,9 @@ class BitsPerPixel(AdditiveMetric):
         self.state["n"] += len(batch.indices)
         for variant, bits in batch.bits.items():
             bpp = np.asarray(bits, dtype=np.float64) / (h * w)
+            bad = ~np.isfinite(bpp)  # counted (additive), never summed: the row fails instead of reading nan
+            self.state[f"{variant}_nonfinite"] = self.state.get(f"{variant}_nonfinite", np.zeros(1)) + bad.sum()
+            bpp = np.where(bad, 0.0, bpp)
             for key, val in ((f"{variant}_sum", bpp.sum()), (f"{variant}_sumsq", (bpp * bpp).sum())):
                 self.state[key] = self.state.get(key, np.zeros(1)) + val
             if batch.bits_stderr and variant in batch.bits_stderr:
@@ -62,5 +65,9 @@ class BitsPerPixel(AdditiveMetric):
                 warnings.append(f"latent collapsed: {mean:.4f} bits/pixel carries almost no information "
                                 "(UL-SPEC §5: raise c_lf above 1 or the sigmoid bias b)")
             name = "bpp" if variant == "total" else f"bpp_{variant}"
-            out[name] = MetricValue(mean, float(np.sqrt(var / n)) if n > 1 else None, n, extra, warnings)
+            bad = int(self.state.get(f"{variant}_nonfinite", np.zeros(1))[0])
+            failed = (f"the space's bits['{variant}'] (its rate estimate) were NaN/inf for {bad} of {n} images"
+                      if bad else None)
+            out[name] = MetricValue(mean, float(np.sqrt(var / n)) if n > 1 else None, n, extra, warnings,
+                                    failed=failed)
         return out

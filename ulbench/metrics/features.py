@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import os
 import warnings
 from pathlib import Path
@@ -123,12 +124,19 @@ class InceptionDetector(Detector):
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
         path = find_inception_weights(weights)
-        try:  # validate as plain tensors first: torch-fidelity itself loads with weights_only=False
-            torch.load(path, map_location="cpu", weights_only=True)
+        data = path.read_bytes()  # read once: the bytes checked, hashed and loaded are the same bytes
+        try:  # plain tensors only (torch-fidelity itself would unpickle the file with weights_only=False)
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except Exception as e:
             raise ValueError(f"{path}: not a readable Inception state dict ({type(e).__name__}: {e})") from e
-        self.weights_path = str(path)
-        self.model = FeatureExtractorInceptionV3(self.name, ["2048"], feature_extractor_weights_path=str(path))
+        self.weights_path, self.weights_sha256 = str(path), hashlib.sha256(data).hexdigest()
+        # torch-fidelity's constructor gets a fresh serialisation of the checked tensors, never the file: what it
+        # unpickles was written here from plain tensors
+        checked = io.BytesIO()
+        torch.save(dict(state), checked)
+        checked.seek(0)
+        del data, state
+        self.model = FeatureExtractorInceptionV3(self.name, ["2048"], feature_extractor_weights_path=checked)
         self.model.eval().requires_grad_(False)
 
     def _move(self, device: torch.device) -> None:
@@ -164,7 +172,7 @@ class InceptionDetector(Detector):
     def provenance(self) -> dict[str, Any]:
         """Weights file and hash, resize (TF1 bilinear to 299)."""
         return {"detector": self.name, "detector_weights": os.path.basename(self.weights_path),
-                "detector_weights_sha256": sha256_file(self.weights_path), "resize": "tf1-bilinear-299",
+                "detector_weights_sha256": self.weights_sha256, "resize": "tf1-bilinear-299",
                 "feature_dim": self.dim, "proxy": False, **self.precision_provenance()}
 
 

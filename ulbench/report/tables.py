@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pandas as pd
 
-from ulbench.compare import format_value
+from ulbench.compare import FAILED_MARK, format_value
 from ulbench.config import seed_group
 from ulbench.metrics.features import FRECHET_PREFIX, metric_label
 from ulbench.report.significance import Estimate, direction, paper_direction, verdict
@@ -62,12 +63,17 @@ def wide(rows: list[dict[str, Any]]) -> pd.DataFrame:
                                         "values": {}, "seeds": set()})
         rec["seeds"].add(r["system"])
         v = r["value"]
-        if v is not None and r.get("status", "ok") == "ok":
+        status = r.get("status", "ok")
+        if status == "failed" or (status == "ok" and v is not None and not math.isfinite(float(v))):
+            rec["failed"] = rec.get("failed", set()) | {r["metric"]}  # attempted, not a number: never "–"
+        elif v is not None and status == "ok":
             rec["values"].setdefault(r["metric"], []).append((float(v), r.get("stderr")))
     recs = []
     for rec in groups.values():
         out = {k: rec[k] for k in ("run", "label", "kind", "paper")}
         out["num_seeds"] = len(rec["seeds"])
+        for m in rec.get("failed", ()):
+            out[m + "_failed"] = True
         for m, vs in rec["values"].items():
             est = Estimate(tuple(v for v, _ in vs), tuple(s for _, s in vs))
             out[m], out[m + "_se"], out[m + "_seed_se"], out[m + "_est"] = est.mean, est.image_se, est.seed_se, est
@@ -94,6 +100,8 @@ def main_table(rows: list[dict[str, Any]], with_paper: bool) -> pd.DataFrame:
     out = pd.DataFrame(index=df.index)
     out["system"] = df["label"]
     for m in MAIN_METRICS:
+        if m + "_failed" in df and m not in df:
+            df[m] = None  # only failed rows: the column shows "failed" where they are
         if m not in df:
             continue
         if m == "bpp_ul_bound" and (df[m].isna() | (df[m] == df["bpp"])).all():
@@ -105,9 +113,11 @@ def main_table(rows: list[dict[str, Any]], with_paper: bool) -> pd.DataFrame:
         if m == "train_flops":
             out[name] = [_fmt_flops(v) for v in df[m]]
         else:
-            out[name] = [_cell(v, se, sse, n) for v, se, sse, n in
+            failed = df[m + "_failed"] if m + "_failed" in df else [False] * len(df)
+            out[name] = [FAILED_MARK if (f is True and (v is None or pd.isna(v))) else _cell(v, se, sse, n)
+                         for v, se, sse, n, f in
                          zip(df[m], df.get(m + "_se", [None] * len(df)), df.get(m + "_seed_se", [None] * len(df)),
-                             df["num_seeds"])]
+                             df["num_seeds"], failed)]
     if with_paper:
         for m in ("bpp", "rfid", "gfid"):
             out[f"paper {SHORT[m]}"] = [p.get(m, "–") if isinstance(p, dict) else "–" for p in df["paper"]]
