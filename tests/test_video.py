@@ -313,7 +313,8 @@ def test_torchscript_stand_in_runs_through_i3d_detector(tmp_path, monkeypatch, e
     det = I3DDetector(batch_size=2)
     feats = det.features(eval_clips[:3])
     assert feats.shape == (3, 400) and feats.dtype == np.float64
-    assert (feats[:, 0] >= -1).all() and (feats[:, 1] <= 1).all() and feats[:, 1].max() > 0.5
+    ulp = 1e-6  # the resize's float rounding can land one ulp past ±1
+    assert (feats[:, 0] >= -1 - ulp).all() and (feats[:, 1] <= 1 + ulp).all() and feats[:, 1].max() > 0.5
     assert (feats[:, 2] == 224).all() and (feats[:, 3] == 16).all()
     assert (feats[:, 4:7] == [0, 0, 1]).all()  # rescale=False, resize=False, return_features=True
     prov = det.provenance()
