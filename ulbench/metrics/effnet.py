@@ -171,7 +171,9 @@ class EffNetDetector(Detector):
         self.micro_batch = micro_batch
 
     def _move(self, device: torch.device) -> None:
-        self.model.to(device)
+        # channels_last: the depthwise convolutions run 1.3x faster on 2 CPU cores (benchmarks/bench_effnet.py),
+        # features equal to float rounding (max |diff| 6e-6); cuDNN prefers it too
+        self.model.to(device, memory_format=torch.channels_last)
 
     def _chunks(self, x_uint8: torch.Tensor):
         for start in range(0, x_uint8.shape[0], self.micro_batch):
@@ -183,7 +185,8 @@ class EffNetDetector(Detector):
 
     def forward(self, x_uint8: torch.Tensor) -> torch.Tensor:
         """1280-d pooled features of uint8 images on the detector's device (fixed-size micro-batches)."""
-        outs = [self.model.features(effnet_preprocess(chunk))[:n] for chunk, n in self._chunks(x_uint8)]
+        outs = [self.model.features(effnet_preprocess(chunk).contiguous(memory_format=torch.channels_last))[:n]
+                for chunk, n in self._chunks(x_uint8)]
         return torch.cat(outs).float()
 
     @torch.no_grad()
@@ -194,7 +197,8 @@ class EffNetDetector(Detector):
         self.check(x_uint8)
         x = x_uint8.to(self.device)
         with autocast(self.device, self.precision):
-            outs = [self.model(effnet_preprocess(chunk))[:n] for chunk, n in self._chunks(x)]
+            outs = [self.model(effnet_preprocess(chunk).contiguous(memory_format=torch.channels_last))[:n]
+                    for chunk, n in self._chunks(x)]
         return torch.cat(outs).float().cpu()
 
     def provenance(self) -> dict[str, Any]:
