@@ -45,8 +45,12 @@ def mini_run(tmp_path_factory):
 def test_suites_resolve_with_include_sweep_and_set():
     s = load_suite("bitrate", ["defaults.stage1.steps=7"])
     names = [r.name for r in s.runs]
-    assert "clf-b-c_lf30-bias_b2" in names and len([n for n in names if n.startswith("clf-b")]) == 9
+    assert "clf-c_lf30" in names and len([n for n in names if n.startswith("clf-c_lf") and "@" not in n]) == 4
+    assert {"bias-bias_b-2", "bias-bias_b4@seed2"} <= set(names)  # the file's `seeds: 3`
+    assert "jpeg-q10" in names and not [n for n in names if n.startswith("jpeg") and "@seed" in n]  # untrained
     assert all(r.stage1.get("steps") == 7 for r in s.runs if r.system == "ul")
+    shape = [r.name for r in load_suite("latent-shape").runs]
+    assert "shape-latent_channels8-downsample_factor2" in shape and len(shape) == 6
     assert s.eval.detector == "effnet-lite0" and s.data == "embedded"
     assert load_suite("ablations").config_hash() != load_suite("ablations", ["eval.num_gen=10"]).config_hash()
     with pytest.raises(ValueError, match="Did you mean 'ablations'"):

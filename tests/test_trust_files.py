@@ -163,7 +163,7 @@ def test_seed_and_sweep_run_names_stay_valid():
     from ulbench.config import load_suite
 
     names = [r.name for r in load_suite("bitrate", ["seeds=2"]).runs]
-    assert "clf-b-c_lf3-bias_b-2@seed1" in names
+    assert "bias-bias_b-2@seed1" in names
 
 
 def test_markdown_cells_are_escaped(tmp_path):

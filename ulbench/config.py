@@ -150,11 +150,14 @@ def check_run_name(name: Any, where: str, what: str = "run name") -> None:
                          "(no path separator, no '..', not absolute), e.g. 'ul-clf10' (seed runs are NAME@seedK)")
 
 
+UNTRAINED_SYSTEMS = ("jpeg",)  # parameter-free codecs: nothing is trained, so more seeds would repeat one number
+
+
 def _expand_seeds(run: dict[str, Any], seeds: int) -> list[dict[str, Any]]:
     """`seeds: N` trains each run N times: seed k > 0 sets stage1/base/bound `seed: k` (eval images and their
-    seeds stay the same, so rows pair up); seed 0 is the run exactly as written."""
+    seeds stay the same, so rows pair up); seed 0 is the run exactly as written. Untrained codecs run once."""
     out = [run]
-    for k in range(1, seeds):
+    for k in range(1, 1 if run.get("system") in UNTRAINED_SYSTEMS else seeds):
         r = copy.deepcopy(run)
         for stage in ("stage1", "base", "bound"):
             r[stage] = {**(r.get(stage) or {}), "seed": k}
