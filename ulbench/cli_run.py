@@ -150,7 +150,10 @@ def flops_cmd(spaces, scale):
 @click.argument("results", nargs=-1, required=True)
 @click.option("--out", required=True, help="Output prefix: writes OUT.md, OUT.html and OUT_files/.")
 @click.option("--title", default=None)
-def report_cmd(results, out, title):
+@click.option("--notes", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Markdown file of the authors' reading (why each row does or does not reproduce), shown "
+                   "after the orderings.")
+def report_cmd(results, out, title, notes):
     """Render result rows into Markdown and self-contained HTML (tables, plots, samples, provenance).
 
     \b
@@ -159,7 +162,8 @@ def report_cmd(results, out, title):
     """
     from ulbench.report import build_report
 
-    md, html = build_report(list(results), out, title)
+    text = Path(notes).read_text(encoding="utf-8") if notes else None
+    md, html = build_report(list(results), out, title, notes=text)
     click.echo(f"{md}\n{html}")
 
 

@@ -42,9 +42,25 @@ def find_grid(stored: str, fname: str, results_dirs: list[Path], assets: Path) -
     return next((c for c in candidates if c.is_file()), None)
 
 
-def build_report(paths: list[str], out: str, title: str | None = None,
+def _notes_html(notes: str) -> str:
+    """The authors' Markdown notes as escaped HTML paragraphs and list items (no Markdown renderer needed)."""
+    parts = []
+    for block in notes.strip().split("\n\n"):
+        lines = [ln.strip() for ln in block.splitlines() if ln.strip()]
+        if lines and all(ln.startswith(("- ", "* ")) for ln in lines):
+            parts.append("<ul>" + "".join(f"<li>{html.escape(ln[2:])}</li>" for ln in lines) + "</ul>")
+        elif lines and lines[0].startswith("#"):
+            parts.append(f"<h3>{html.escape(lines[0].lstrip('#').strip())}</h3>"
+                         + (f"<p>{html.escape(' '.join(lines[1:]))}</p>" if lines[1:] else ""))
+        elif lines:
+            parts.append(f"<p>{html.escape(' '.join(lines))}</p>")
+    return "".join(parts)
+
+
+def build_report(paths: list[str], out: str, title: str | None = None, notes: str | None = None,
                  log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> tuple[Path, Path]:
-    """Render the tables, plots, sample grids and provenance of result files into out.md and out.html. Grids are
+    """Render the tables, plots, sample grids and provenance of result files into out.md and out.html, with the
+    authors' reading of the rows (`notes`, Markdown) after the orderings (issue 14: explain every row). Grids are
     copied into `out_files/` (and embedded in the HTML), so the report re-renders from any checkout; a grid that
     cannot be found is said once (to `log` and in the report's warnings), never dropped silently."""
     rows = read_rows(paths)
@@ -110,6 +126,9 @@ def build_report(paths: list[str], out: str, title: str | None = None,
                ORDERING_RULE, ""]
         html_parts += ["<h2>Orderings against the baseline (paper vs ours)</h2>", _df_html(order),
                        f"<p>{html.escape(ORDERING_RULE)}</p>"]
+    if notes and notes.strip():
+        md += ["## Reading of the results", "", notes.strip(), ""]
+        html_parts += ["<h2>Reading of the results</h2>", f"<div class='notes'>{_notes_html(notes)}</div>"]
     for key, png in figures.items():
         if png is None:
             continue

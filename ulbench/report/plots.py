@@ -50,13 +50,22 @@ def rate_distortion(rows: list[dict[str, Any]], proxy: bool) -> bytes | None:
     other = df[df["kind"] != "jpeg"].copy()
     # learned spaces sit at their UL bound (UL-SPEC §3), comparable across spaces; else the space's own bits
     other["rate"] = other["bpp_ul_bound"].fillna(other["bpp"]) if "bpp_ul_bound" in other else other["bpp"]
+    bound = other["bpp_ul_bound"].notna() if "bpp_ul_bound" in other else pd.Series(False, index=other.index)
+    other["rate_seed_se"] = [_seed_se(r, "bpp_ul_bound" if b else "bpp") for (_, r), b in zip(other.iterrows(), bound)]
     labels = ("PSNR (dB) ↑", frechet_header(rows, "rfid") + " ↓")  # names the detector: rFD-EffNet, rFID
     for ax, metric, label in zip(axes[0], ("psnr", "rfid"), labels):
         if metric not in df:
             continue
         if len(jpeg):
             ax.plot(jpeg["rate"], jpeg[metric], "k--o", label="JPEG (entropy-coded bits)", alpha=0.6)
+        for _, fam in other.groupby("family", sort=False):  # a sweep (one label, several runs) is a curve
+            if len(fam) > 1:
+                fam = fam.sort_values("rate")
+                ax.plot(fam["rate"], fam[metric], "-", color="grey", alpha=0.4, lw=1)
         sns.scatterplot(data=other, x="rate", y=metric, hue="family", style="family", s=90, ax=ax)
+        yerr = [_seed_se(r, metric) for _, r in other.iterrows()]  # training seeds' standard error (0: one seed)
+        ax.errorbar(other["rate"], other[metric], xerr=other["rate_seed_se"], yerr=yerr, fmt="none",
+                    ecolor="black", elinewidth=0.8, capsize=2, alpha=0.7)
         ax.set_xscale("log")
         shown = pd.concat([other, jpeg])
         _log_x_ticks(ax, shown.loc[pd.to_numeric(shown[metric], errors="coerce").abs() < float("inf"), "rate"])
@@ -69,6 +78,12 @@ def rate_distortion(rows: list[dict[str, Any]], proxy: bool) -> bytes | None:
         ax.legend(fontsize=7)
     fig.suptitle("Rate-distortion")
     return _png(fig)
+
+
+def _seed_se(rec: pd.Series, metric: str) -> float:
+    """The standard error over training seeds of `metric` in one wide() record; 0 when not available."""
+    v = rec.get(f"{metric}_seed_se")
+    return 0.0 if v is None or pd.isna(v) else float(v)
 
 
 def capacity_lines(rows: list[dict[str, Any]]) -> list[tuple[float, int, float]]:

@@ -1,0 +1,31 @@
+"""The report carries the authors' reading of its rows (issue 14: explain every row) in Markdown and safe HTML."""
+
+from click.testing import CliRunner
+
+from ulbench.cli import main
+from ulbench.results import ResultRow, write_rows
+
+
+def _rows():
+    prov = {"dataset": "embedded", "split": "eval", "resolution": 32, "n": 8}
+    return [ResultRow(run_id="r", system=s, metric="bpp", value=v, n=8, provenance=prov, higher_is_better=False,
+                      extra={"run_label": s}) for s, v in (("baseline", 0.2), ("noisy-latents", 0.1))]
+
+
+def test_notes_are_rendered_after_the_tables_and_escaped_in_html(tmp_path):
+    write_rows(tmp_path / "r.jsonl", _rows())
+    notes = tmp_path / "notes.md"
+    notes.write_text("- noisy-latents: bpp falls 2x, the λ₀ = 0 ceiling <b>binds</b>.\n- baseline: reference.\n")
+    res = CliRunner().invoke(main, ["report", str(tmp_path / "r.jsonl"), "--out", str(tmp_path / "rep"),
+                                    "--notes", str(notes)])
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "rep.md").read_text()
+    assert md.index("## Reading of the results") > md.index("## Results")
+    assert "the λ₀ = 0 ceiling <b>binds</b>" in md  # the authors' Markdown, as written
+    html = (tmp_path / "rep.html").read_text()
+    assert "<li>noisy-latents: bpp falls 2x, the λ₀ = 0 ceiling &lt;b&gt;binds&lt;/b&gt;.</li>" in html
+    without = CliRunner().invoke(main, ["report", str(tmp_path / "r.jsonl"), "--out", str(tmp_path / "plain")])
+    assert without.exit_code == 0 and "Reading of the results" not in (tmp_path / "plain.md").read_text()
+    missing = CliRunner().invoke(main, ["report", str(tmp_path / "r.jsonl"), "--out", str(tmp_path / "x"),
+                                        "--notes", str(tmp_path / "nope.md")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
