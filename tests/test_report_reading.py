@@ -29,3 +29,21 @@ def test_notes_are_rendered_after_the_tables_and_escaped_in_html(tmp_path):
     missing = CliRunner().invoke(main, ["report", str(tmp_path / "r.jsonl"), "--out", str(tmp_path / "x"),
                                         "--notes", str(tmp_path / "nope.md")])
     assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_seed_zero_grids_stand_for_the_other_seeds(tmp_path):
+    from PIL import Image
+
+    from ulbench.report import build_report
+
+    rows = []
+    for system in ("baseline", "baseline@seed1"):
+        png = tmp_path / f"{system}.png"
+        Image.new("RGB", (4, 4), (255, 0, 0)).save(png)
+        rows.append(ResultRow(run_id="r", system=system, metric="bpp", value=0.2, n=8, higher_is_better=False,
+                              provenance={"dataset": "embedded", "split": "eval", "resolution": 32, "n": 8},
+                              extra={"run_label": "UL", "seed_group": "baseline", "grids": {"generations": str(png)}}))
+    write_rows(tmp_path / "r.jsonl", rows)
+    md, _ = build_report([str(tmp_path / "r.jsonl")], str(tmp_path / "rep"), log=lambda m: None)
+    text = md.read_text()
+    assert "![baseline generations]" in text and "baseline@seed1 generations" not in text

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from ulbench.config import seed_group
 from ulbench.markdown import markdown_table, md_escape
 from ulbench.report import plots, tables
 from ulbench.report.significance import ORDERING_RULE
@@ -60,9 +61,10 @@ def _notes_html(notes: str) -> str:
 def build_report(paths: list[str], out: str, title: str | None = None, notes: str | None = None,
                  log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> tuple[Path, Path]:
     """Render the tables, plots, sample grids and provenance of result files into out.md and out.html, with the
-    authors' reading of the rows (`notes`, Markdown) after the orderings (issue 14: explain every row). Grids are
-    copied into `out_files/` (and embedded in the HTML), so the report re-renders from any checkout; a grid that
-    cannot be found is said once (to `log` and in the report's warnings), never dropped silently."""
+    authors' reading of the rows (`notes`, Markdown) after the orderings (issue 14: explain every row). Grids (seed
+    0's stand for a run's other seeds) are copied into `out_files/` and embedded in the HTML, so the report
+    re-renders from any checkout; a grid that cannot be found is said once (to `log` and in the report's
+    warnings), never dropped silently."""
     rows = read_rows(paths)
     if not rows:
         raise ValueError("no result rows to report")
@@ -84,6 +86,8 @@ def build_report(paths: list[str], out: str, title: str | None = None, notes: st
     results_dirs = list(dict.fromkeys(Path(p) if Path(p).is_dir() else Path(p).parent for p in paths))
     grids, seen, missing = [], set(), []
     for r in rows:
+        if seed_group(r["system"])[1] > 0:
+            continue  # one run's grids stand for its training seeds (the tables average them)
         for kind, p in (r.get("extra", {}).get("grids") or {}).items():
             if (r["system"], kind) in seen:
                 continue
