@@ -4,6 +4,7 @@ KID subsets, fvd in eval, --limit with --skip-bad, folder: hints, report grids f
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,9 +104,10 @@ def test_rows_carry_ulbench_and_schema_version_and_old_rows_still_read(tmp_path)
     res = _invoke(["eval", "--space", "pixel", "--data", "embedded", "--metrics", "psnr", "--limit", "2", "--json"])
     prov = json.loads(res.output.strip().splitlines()[-1])["provenance"]
     assert prov["ulbench_version"] == ulbench.__version__ and prov["schema_version"] == SCHEMA_VERSION >= 2
-    old = read_rows(["reports/smoke/results.jsonl"])  # written before either field existed
+    old_file = str(Path(__file__).parent / "fixtures" / "rows_schema_v1.jsonl")  # the smoke rows of 2026-11
+    old = read_rows([old_file])  # written before either field existed
     assert all("schema_version" not in r["provenance"] for r in old) and {schema_version(r) for r in old} == {1}
-    assert "jpeg-q10" in compare_table(["reports/smoke/results.jsonl"])
+    assert "jpeg-q10" in compare_table([old_file])
 
 
 def test_kid_below_the_subset_size_reports_no_spurious_stderr():
@@ -177,11 +179,15 @@ def test_committed_report_rerenders_its_grids_from_a_fresh_checkout(tmp_path, mo
     """The rows name grids under results/ (absent in a fresh clone); the copies next to the results are used, and
     a grid found nowhere is said once, not dropped silently."""
     import shutil
-    from pathlib import Path
 
     repo = Path(__file__).resolve().parent.parent
     clone = tmp_path / "clone" / "reports" / "smoke"
     shutil.copytree(repo / "reports" / "smoke", clone)
+    rows = [json.loads(line) for line in (clone / "results.jsonl").read_text().splitlines() if line.strip()]
+    for r in rows:  # where the run wrote its grids: absent on a fresh machine, whichever machine made the report
+        grids = r.get("extra", {}).get("grids") or {}
+        r["extra"]["grids"] = {k: str(tmp_path / "gone" / Path(p).name) for k, p in grids.items()}
+    (clone / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     monkeypatch.chdir(tmp_path / "clone")  # no results/ here
     res = _invoke(["report", "reports/smoke/results.jsonl", "--out", str(tmp_path / "elsewhere" / "report")])
     assert res.exit_code == 0, res.output
