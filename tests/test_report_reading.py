@@ -47,3 +47,14 @@ def test_seed_zero_grids_stand_for_the_other_seeds(tmp_path):
     md, _ = build_report([str(tmp_path / "r.jsonl")], str(tmp_path / "rep"), log=lambda m: None)
     text = md.read_text()
     assert "![baseline generations]" in text and "baseline@seed1 generations" not in text
+
+
+def test_sweep_points_sharing_a_label_are_named_by_run():
+    from ulbench.report.tables import main_table
+
+    prov = {"dataset": "embedded", "split": "eval", "resolution": 32, "n": 8}
+    rows = [ResultRow(run_id="r", system=s, metric="bpp", value=v, n=8, provenance=prov, higher_is_better=False,
+                      extra={"run_label": "UL, c_lf sweep"}).__dict__
+            for s, v in (("clf-c_lf3", 0.06), ("clf-c_lf30", 0.28))]
+    names = ["UL, c_lf sweep [clf-c_lf3]", "UL, c_lf sweep [clf-c_lf30]"]
+    assert list(main_table(rows, with_paper=False)["system"]) == names

@@ -98,7 +98,8 @@ def main_table(rows: list[dict[str, Any]], with_paper: bool) -> pd.DataFrame:
     df = wide(rows)
     proxy = any(r.get("proxy") for r in rows if r["metric"] in FRECHET)
     out = pd.DataFrame(index=df.index)
-    out["system"] = df["label"]
+    shared = df["label"].duplicated(keep=False)  # a sweep's runs share one label: name each point's run too
+    out["system"] = [f"{lbl} [{run}]" if dup else lbl for lbl, run, dup in zip(df["label"], df.index, shared)]
     for m in MAIN_METRICS:
         if m + "_failed" in df and m not in df:
             df[m] = None  # only failed rows: the column shows "failed" where they are
