@@ -15,7 +15,8 @@ from ulbench.results import config_hash
 
 SUITES_DIR = Path(__file__).parent / "suites"
 SCALE_RESOLUTION = {"tiny": 32, "small": 128, "paper": 512}  # image side of each preset (ul_models PRESETS)
-RUN_NAME = re.compile(r"[A-Za-z0-9._@-]+")  # run names become folders under --out: plain names only
+RUN_NAME_CHARS = "A-Za-z0-9._@-"  # run names become folders under --out: plain names only
+RUN_NAME = re.compile(f"[{RUN_NAME_CHARS}]+")
 SYSTEM_KINDS = ("ul", "sd-vae-tiny", "pixel", "space", "jpeg", "sd-vae", "diffusers", "ul-video", "pixel-video")
 
 
@@ -188,7 +189,7 @@ def _expand_sweep(run: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _name_part(value: Any) -> str:
     """A sweep value as part of a run name (lists like [16, 32] become 16_32: run names are folder names)."""
-    return re.sub(r"[^A-Za-z0-9._@-]+", "_", str(value)).strip("_")
+    return re.sub(f"[^{RUN_NAME_CHARS}]+", "_", str(value)).strip("_")
 
 
 def resolve(raw: dict[str, Any], name: str = "suite") -> SuiteConfig:
